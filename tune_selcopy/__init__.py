@@ -1,0 +1,1 @@
+"""tune_selcopy: Ray Tune sweeps of the "very selective copying" attention experiments."""
