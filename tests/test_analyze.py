@@ -317,6 +317,17 @@ def test_clearly_separated_setting_is_different_after_holm(tmp_path):
     assert "Indistinguishable from attnact=elu+1 at alpha 0.05" in text and "attnact=dpfp (Holm" in text
 
 
+def test_identical_settings_are_flagged(tmp_path):
+    for act in ("elu+1", "dpfp", "softmax"):
+        for seed in range(3):
+            v = 1.0 + seed + (act == "softmax")
+            write_trial(tmp_path, "same", "s", ["attnact"], {"attnact": act}, seed,
+                        {"validation_sample_error%": v}, num_validations=2)
+    text = "\n".join(an.analyze(str(tmp_path))[0].sentences)
+    assert "Warning: attnact=dpfp and attnact=elu+1 gave identical results seed for seed" in text
+    assert "softmax gave" not in text
+
+
 def test_power_note_when_significance_is_impossible(tmp_path):
     for act, c in {"a": 1.0, "b": 9.0}.items():
         for seed in range(3):
@@ -418,6 +429,20 @@ def test_cli_markdown_and_csv(capsys, published):
     rc, out, err = run_main(capsys, published, "--format", "csv")
     assert rc == 0 and out.startswith("experiment,space,setting,qkv,attn,attnact,validation loss")
     assert "Indistinguishable" in err and "All 10 trials finished." in err
+
+
+def test_uri_paths_go_through_pyarrow(published):
+    (res,) = an.analyze(published.as_uri())
+    assert res.experiment == "attn_act" and res.finished == 10
+
+
+def test_usage_errors_are_one_line(capsys, published):
+    rc, out, err = run_main(capsys, published, "--format", "xml")
+    assert rc == 2 and out == "" and err.startswith("error: argument --format: invalid choice")
+    assert err.count("\n") == 1
+    with pytest.raises(SystemExit) as exc:
+        an.main(["--help"])
+    assert exc.value.code == 0 and "--metric COLUMN" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("case", ["empty", "no_parquet", "corrupt", "foreign", "missing", "space"])

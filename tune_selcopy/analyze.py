@@ -695,7 +695,29 @@ def verdict_sentences(result: ExperimentResult, alpha: float = ALPHA) -> list[st
     tested = [lab for lab in ev.index if ev.loc[lab, "verdict"] in ("indistinguishable", "different")]
     if tested and same:
         out.append(_power_note(ev, tested, best_label[0], alpha))
+    out.extend(identical_settings_warnings(result))
     return out
+
+
+def identical_settings_warnings(result: ExperimentResult) -> list[str]:
+    """Sentences for settings whose seeds gave exactly the same final metrics, seed for seed.
+
+    Different settings trained with the same seeds only agree to the last digit when they
+    trained the same model: the varied values never reached it (spec section 6).
+    """
+    seen: dict[tuple, list[str]] = {}
+    for s in result.settings:
+        if len(s.final) < 2:
+            continue
+        cols = ["seed", *METRICS]
+        key = tuple(map(tuple, s.final[cols].sort_values("seed").to_numpy(dtype=float).round(12).tolist()))
+        seen.setdefault(key, []).append(s.name)
+    return [
+        f"Warning: {_join(names)} gave identical results seed for seed; settings that differ should not, "
+        "so the varied values probably never reached the model (check the model constructor)."
+        for names in seen.values()
+        if len(names) > 1
+    ]
 
 
 def _power_note(ev: pd.DataFrame, tested: list[str], best: str, alpha: float) -> str:
@@ -899,7 +921,9 @@ def plot_curves(results: list[ExperimentResult], file: str) -> str:
         ax.set_title(f"{res.experiment} (space {res.space}): mean and min-max over seeds")
         ax.grid(True, which="both", alpha=0.3)
         if res.settings:
-            ax.legend(fontsize="small")
+            fixed = [k for k in res.varied_keys if len({s.keys.get(k) for s in res.settings}) == 1]
+            title = " ".join(f"{k}={res.settings[0].keys[k]}" for k in fixed) if len(res.settings) > 1 else None
+            ax.legend(fontsize="small", title=title or None, title_fontsize="small")
         else:
             ax.text(0.5, 0.5, "no finished trials yet", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
@@ -954,8 +978,15 @@ def notes(results: list[ExperimentResult]) -> list[str]:
     return out
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors become a UserError (one line, exit code 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UserError(f"{message} (see --help)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m tune_selcopy.analyze",
         description="Grouped result tables, statistical evidence and plots from tune_selcopy Parquet trial logs.",
     )
@@ -966,13 +997,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", dest="fmt", choices=FORMATS, default="markdown", help="output format")
     p.add_argument("--plot", metavar="FILE.png", help="also write learning curves to this PNG")
     p.add_argument("--metric", default=DEFAULT_METRIC, metavar="COLUMN",
-                   help=f"metric for the evidence and the plot (default {DEFAULT_METRIC})")
+                   help=f"metric for the evidence and the plot (default {DEFAULT_METRIC.replace('%', '%%')})")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     try:
+        args = _parser().parse_args(argv)
         if args.fmt not in FORMATS:
             raise UserError(f"--format {args.fmt!r}: choose from {', '.join(FORMATS)}")
         results = analyze(args.path, space=args.space, sort=args.sort, metric=args.metric)

@@ -231,31 +231,35 @@ class Trial:
     def finished(self) -> bool:
         return self.validation_index >= self.config.num_validations
 
-    def _epoch_size(self, epoch: int) -> int:
+    def epoch_size(self, epoch: int) -> int:
         """Inputs in epoch ``epoch``: equal parts of max_inputs, the remainder in the last."""
         base = self.config.max_inputs // self.config.num_validations
         last = epoch == self.config.num_validations - 1
         return base + (self.config.max_inputs % self.config.num_validations if last else 0)
 
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        """One optimizer step on a batch ``[B, L]``; no host sync."""
+        logits = self.model(inputs)  # [B, L, 256]
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        # Metrics stay on the device; they are read only at validation points.
+        with torch.no_grad():
+            self.recent[self.step % self.window] = batch_stats(logits.detach(), targets, inputs)
+        self.step += 1
+        self.num_inputs += inputs.shape[0]
+
     def _train_epoch(self) -> None:
         cfg = self.config
         self.model.train()
-        samples = self.stream.epoch(self.validation_index, self._epoch_size(self.validation_index))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        start = time.perf_counter()
+        start = time.perf_counter()  # drawing the epoch's data is part of the training time
+        samples = self.stream.epoch(self.validation_index, self.epoch_size(self.validation_index))
         for inputs, targets in batches(samples, cfg.batch_size):
-            logits = self.model(inputs)  # [B, L, 256]
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.scheduler.step()
-            # Metrics stay on the device; they are read only at validation points.
-            with torch.no_grad():
-                self.recent[self.step % self.window] = batch_stats(logits.detach(), targets, inputs)
-            self.step += 1
-            self.num_inputs += inputs.shape[0]
+            self.train_step(inputs, targets)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.train_time_s += time.perf_counter() - start
@@ -337,7 +341,7 @@ class Trial:
         for key, value in state["counters"].items():
             setattr(self, key, value)
         self.history = list(state["history"])
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())  # map_location may have moved it to the GPU
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the checkpoint atomically into ``directory``; return the file path."""

@@ -1,0 +1,26 @@
+"""Settings shared by the published sweeps (spec section 4)."""
+
+from collections.abc import Mapping
+from typing import Any
+
+# Fixed in both published sweeps: l=3, ch=64, ks=13, dil=[3,5,1], act=gelu, nitem=26,
+# len=5, nops=[1,3], vnops=3, bs=64, AdamW lr=5e-4, 1,000,000 inputs.
+PUBLISHED_FIXED: dict[str, Any] = {
+    "num_layers": 3,
+    "channels": 64,
+    "kernel_size": 13,
+    "dilation": (3, 5, 1),
+    "activation": "gelu",
+    "num_items": 26,
+    "input_length": 5,
+    "num_operations": (1, 3),
+    "val_num_operations": 3,
+    "batch_size": 64,
+    "lr": 5e-4,
+    "max_inputs": 1_000_000,
+}
+
+
+def lists_match_layers(config: Mapping[str, Any]) -> bool:
+    """The reference's filter: per-layer lists must have one entry per layer."""
+    return len(config["attn"]) == config["num_layers"] == len(config["dilation"])

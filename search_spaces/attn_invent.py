@@ -1,0 +1,17 @@
+"""attn_invent: who invents the queries, keys and values (conv) and which attention."""
+
+from search_spaces._common import PUBLISHED_FIXED, lists_match_layers
+from tune_selcopy.spaces import Space
+
+SPACE = Space(
+    name="attn_invent",
+    description="attention in the last layer (T or 1/4/8 heads) x invented q/k/v",
+    grid={
+        "attn": [(0, 0, True), (0, 0, 1), (0, 0, 4), (0, 0, 8)],
+        "qkv": ["QK", "QV", "KV", "QKV"],
+        "attnact": ["elu+1"],
+    },
+    seeds=10,
+    fixed=PUBLISHED_FIXED,
+    constraints=(lists_match_layers,),
+)

@@ -1,0 +1,79 @@
+"""The Ray Tune function trainable: a thin edge around ``train.Trial``.
+
+Tune concerns stay here: which device the trial's resource share means, checkpoints,
+``tune.report`` and the Parquet row of each validation. The training loop itself runs and
+is tested without Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from ray import tune
+
+from tune_selcopy import logs
+from tune_selcopy.train import Trial, TrialConfig
+
+# Test-only fault injection: the trial process dies right after writing the Parquet row of
+# this validation (before its checkpoint is registered), on its first attempt only.
+CRASH_ENV = "TUNE_SELCOPY_TEST_CRASH_AFTER"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What every trial of one sweep shares."""
+
+    experiment: str
+    space: str
+    varied_keys: str  # the space's grid keys, comma-joined, in display order
+    logs: str  # where the Parquet rows go: a local path or a URI
+    cpus_per_trial: float
+    gpus_per_trial: float
+
+
+def pick_device(gpus_per_trial: float) -> str:
+    """cuda when the trial holds a GPU share and torch can use it, else cpu.
+
+    (A logical GPU on a CPU-only node, as in tests, gets a share but no CUDA.)
+    """
+    if gpus_per_trial > 0 and torch.cuda.is_available():
+        # Ray's fractions are admission control only; this makes the share a real cap.
+        torch.cuda.set_per_process_memory_fraction(min(1.0, gpus_per_trial))
+        return "cuda"
+    return "cpu"
+
+
+def train_trial(config: dict[str, Any], run: RunInfo) -> None:
+    """Train one trial of ``config["trial"]``; report and log after every validation."""
+    values = dict(config["trial"])
+    setting = values.pop("setting")
+    trial_config = TrialConfig.from_dict(values)
+    trial = Trial(
+        trial_config,
+        device=pick_device(run.gpus_per_trial),
+        threads=max(1, int(run.cpus_per_trial)),
+    )
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            trial.load(directory)
+    trial_id = tune.get_context().get_trial_id()
+    crash_after = int(os.environ.get(CRASH_ENV, "0")) if checkpoint is None else 0
+    identity = {
+        "experiment": run.experiment,
+        "space": run.space,
+        "setting": setting,
+        "varied_keys": run.varied_keys,
+        **trial_config.flat(),
+    }
+    for row in trial.validations():
+        logs.write_row(run.logs, trial_id, {**identity, **row})
+        if row["validation_index"] == crash_after:
+            os._exit(1)
+        with tempfile.TemporaryDirectory() as directory:
+            trial.save(directory)
+            tune.report(row, checkpoint=tune.Checkpoint.from_directory(directory))
