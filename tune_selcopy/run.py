@@ -169,14 +169,18 @@ def latest_sweep(storage: str, space: str) -> str:
     fs, root = logs.resolve(storage)
     try:
         entries = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+        candidates = [e.base_name for e in entries if e.type == pafs.FileType.Directory]
+        run_files = fs.get_file_info([posixpath.join(root, name, RUN_FILE) for name in candidates])
     except OSError as exc:
         raise UserError(f"cannot list {storage}: {exc}") from exc
-    names = sorted(
-        e.base_name for e in entries if e.type == pafs.FileType.Directory and e.base_name.startswith(space + "-")
-    )
-    if not names:
-        raise UserError(f"nothing to resume: no sweep of {space} under {storage}; pass --name")
-    return names[-1]
+    started = {
+        name: info.mtime_ns
+        for name, info in zip(candidates, run_files)
+        if info.type == pafs.FileType.File and load_settings(storage, name).space == space
+    }
+    if not started:
+        raise UserError(f"nothing to resume: no sweep of {space} under {storage}")
+    return max(started, key=started.get)
 
 
 def write_plot(settings: SweepSettings, logs_at: str) -> str:

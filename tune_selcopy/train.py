@@ -115,7 +115,9 @@ class TrialConfig:
 STAT_FIELDS = ("loss_sum", "positions", "wrong", "masked", "masked_wrong", "samples", "samples_wrong")
 
 
-def batch_stats(logits: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+def batch_stats(
+    logits: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor, loss_sum: torch.Tensor | None = None
+) -> torch.Tensor:
     """Sums for one batch: logits ``[B, L, V]``, targets/inputs ``[B, L]`` -> ``[7]`` float.
 
     ``loss_sum`` is the cross-entropy summed over all positions; the counts are over all
@@ -124,7 +126,8 @@ def batch_stats(logits: torch.Tensor, targets: torch.Tensor, inputs: torch.Tenso
     """
     wrong = logits.argmax(dim=-1) != targets  # [B, L]
     masked = inputs == MASK_TOKEN
-    loss_sum = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
+    if loss_sum is None:  # the training step passes the loss it already has
+        loss_sum = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
     return torch.stack(
         [
             loss_sum,
@@ -247,7 +250,9 @@ class Trial:
         self.scheduler.step()
         # Metrics stay on the device; they are read only at validation points.
         with torch.no_grad():
-            self.recent[self.step % self.window] = batch_stats(logits.detach(), targets, inputs)
+            self.recent[self.step % self.window] = batch_stats(
+                logits.detach(), targets, inputs, loss.detach() * targets.numel()
+            )
         self.step += 1
         self.num_inputs += inputs.shape[0]
 

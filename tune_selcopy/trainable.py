@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -68,6 +69,7 @@ def train_trial(config: dict[str, Any], run: RunInfo) -> None:
         "space": run.space,
         "setting": setting,
         "varied_keys": run.varied_keys,
+        "node_id": ray.get_runtime_context().get_node_id(),
         **trial_config.flat(),
     }
     for row in trial.validations():

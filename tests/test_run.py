@@ -1,0 +1,265 @@
+"""The sweep service end to end on real Ray with tiny trials: spaces, dry run, fractional
+GPU packing, Parquet logs, retries, resume, job submission, several nodes, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tune_selcopy import run, train
+from tune_selcopy.spaces import load_space
+from tune_selcopy.trainable import CRASH_ENV
+
+PY = sys.executable
+TINY = ["--max-inputs", "2000", "--val-count", "200"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sweep(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PY, "-m", "tune_selcopy.run", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+    )
+
+
+def read_logs(path: str | Path) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def assert_complete(df: pd.DataFrame, trials: int, validations: int = 10) -> None:
+    assert df["trial_id"].nunique() == trials
+    assert len(df) == trials * validations
+    assert not df.duplicated(["trial_id", "validation_index"]).any()
+    assert sorted(df.groupby("trial_id")["validation_index"].apply(sorted).iloc[0]) == list(
+        range(1, validations + 1)
+    )
+
+
+# --- spaces and dry run (no Ray) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "space, settings, trials, params",
+    [
+        ("attn_act", 2, 10, {229_632}),
+        ("attn_invent", 16, 160, {229_632, 282_944, 246_272, 299_584}),
+    ],
+)
+def test_dry_run_counts_and_params(capsys, space, settings, trials, params):
+    assert run.main([space, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"{settings} settings, {trials} trials" in out
+    setting_lines = [line for line in out.splitlines() if "model params" in line]
+    assert len(setting_lines) == settings
+    seen = {int(line.split("model params")[1].split()[0].replace(",", "")) for line in setting_lines}
+    assert seen == params
+
+
+def test_attn_invent_params_per_setting(capsys):
+    run.main(["attn_invent", "--dry-run"])
+    lines = {l.split("model params")[0].strip(): l for l in capsys.readouterr().out.splitlines() if "params" in l}
+    assert "229,632" in lines["attn=0,0,T qkv=QK attnact=elu+1"]
+    assert "282,944" in lines["attn=0,0,T qkv=QKV attnact=elu+1"]
+    assert "246,272" in lines["attn=0,0,4 qkv=KV attnact=elu+1"]
+    assert "299,584" in lines["attn=0,0,8 qkv=QKV attnact=elu+1"]
+
+
+def test_space_declarations():
+    act = load_space("attn_act")
+    assert act.varied_keys == ["attnact"] and act.seeds == 5
+    invent = load_space("attn_invent")
+    assert invent.varied_keys == ["attn", "qkv"] and invent.seeds == 10
+    # Constraints are predicates: the reference's list-length filter drops a bad combination.
+    broken = dataclasses.replace(invent, grid={**invent.grid, "attn": [(0, True), (0, 0, True)]})
+    assert {s["attn"] for s in broken.settings()} == {"0,0,T"}
+
+
+def test_unknown_space_is_one_line_error():
+    result = sweep("no_such_space")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown space 'no_such_space'; available: attn_act, attn_invent"
+    ]
+
+
+def test_miswired_space_is_refused(monkeypatch, capsys):
+    """The published bug: attnact never reaches the model. The guard names the key."""
+    original = train.TrialConfig.model_config
+    monkeypatch.setattr(
+        train.TrialConfig,
+        "model_config",
+        lambda self: dataclasses.replace(original(self), attention_activation="elu+1"),
+    )
+    assert run.main(["attn_act", *TINY, "--storage", "/nonexistent/never-written"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "miswired search space: key 'attnact' changes nothing" in err
+
+
+# --- real sweeps -------------------------------------------------------------------------
+
+
+def test_smoke_sweep_fractional_gpu_packing_and_file_uri(tmp_path):
+    """2 seeds x 2 settings on 1 logical GPU at 0.5 each: two trials at a time."""
+    storage = f"file://{tmp_path}/store"
+    result = sweep(
+        "attn_act", "--trials", "2", *TINY, "--local-cpus", "2", "--local-gpus", "1",
+        "--gpus-per-trial", "0.5", "--storage", storage, "--name", "smoke",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    df = read_logs(tmp_path / "store" / "smoke" / "logs")
+    assert_complete(df, trials=4)
+    for column in ("experiment", "space", "trial_id", "setting", "seed", "num_inputs", "attn", "qkv",
+                   "attnact", "validation_sample_error%", "train_sample_error%", "learning_rate",
+                   "model_params", "train_time_s", "throughput", "device", "hostname", "node_id"):
+        assert column in df.columns, column
+    assert set(df["attnact"]) == {"elu+1", "dpfp"} and set(df["seed"]) == {1, 2}
+    assert set(df["attn"]) == {"0,0,T"} and set(df["model_params"]) == {229_632}
+    assert df.groupby("trial_id")["num_inputs"].max().eq(2000).all()
+    # Fractional packing: some two trials ran at the same time.
+    spans = df.groupby("trial_id")["timestamp"].agg(["min", "max"]).sort_values("min").values
+    assert any(b_min < a_max for (a_min, a_max), (b_min, _) in zip(spans, spans[1:]))
+    assert "| qkv" in result.stdout and "All 4 trials finished." in result.stdout
+    assert (tmp_path / "store" / "smoke" / "curves.png").stat().st_size > 10_000
+
+
+def test_crashed_trial_is_retried_without_duplicate_rows(tmp_path):
+    """Each trial's process dies after writing validation 3's row, before its checkpoint:
+    the retry replays validation 3 from checkpoint 2 and overwrites the same row."""
+    result = sweep(
+        "attn_act", "--trials", "1", *TINY, "--local-cpus", "2", "--storage", str(tmp_path), "--name", "fault",
+        env={CRASH_ENV: "3"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    df = read_logs(tmp_path / "fault" / "logs")
+    assert_complete(df, trials=2)
+    # Row 3 was written twice (first attempt, then the replay): only the replay remains.
+    per_trial = df.sort_values("validation_index").groupby("trial_id")["timestamp"]
+    assert per_trial.apply(lambda t: t.is_monotonic_increasing).all()
+
+
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
+    args = ["attn_act", "--trials", "2", "--max-inputs", "4000", "--val-count", "200", "--local-cpus", "1",
+            "--max-concurrent", "1", "--storage", str(tmp_path)]
+    driver = subprocess.Popen([PY, "-m", "tune_selcopy.run", *args, "--name", "crash"], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    logs = tmp_path / "crash" / "logs"
+    deadline = time.monotonic() + 240
+    try:
+        # Kill once one trial has finished and another is part-way.
+        while time.monotonic() < deadline:
+            files = list(logs.glob("*/validation-*.parquet")) if logs.exists() else []
+            if len({f.parent for f in files}) >= 2 and any(f.name == "validation-010.parquet" for f in files):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the sweep never got one trial done")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and its embedded Ray, at once
+        driver.wait()
+    before = {f: f.stat().st_mtime_ns for f in logs.glob("*/validation-*.parquet")}
+    finished_before = {f.parent for f in before if f.name == "validation-010.parquet"}
+    assert len(before) < 40
+
+    result = sweep(*args, "--resume")  # no --name: resumes the latest attn_act sweep
+    assert result.returncode == 0, result.stderr[-3000:]
+    df = read_logs(logs)
+    assert_complete(df, trials=4)
+    for f in before:
+        if f.parent in finished_before:  # finished trials are not rerun
+            assert f.stat().st_mtime_ns == before[f]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_job_submit(tmp_path):
+    """A head started by `ray start`, a job submitted with token auth as a user would."""
+    ray_bin = str(Path(PY).parent / "ray")
+    port, dash, *agent_ports = (_free_port() for _ in range(6))
+    # A short temp dir: Ray's Unix socket paths under pytest's long tmp_path exceed 107 chars.
+    temp_dir = tempfile.mkdtemp(prefix="ray-job-", dir="/tmp")
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "PATH": f"{Path(PY).parent}:{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    subprocess.run(
+        [ray_bin, "start", "--head", f"--port={port}", f"--dashboard-port={dash}", "--num-cpus=2", "--num-gpus=1",
+         # Every port free: another Ray on the machine holds the default agent ports.
+         *(f"--{flag}={p}" for flag, p in zip(
+             ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+              "runtime-env-agent-port"), agent_ports)),
+         "--include-dashboard=true", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+        check=True, env=env, capture_output=True, timeout=120,
+    )
+    try:
+        submit = [ray_bin, "job", "submit", f"--address=http://127.0.0.1:{dash}", "--",
+                  "python", "-m", "tune_selcopy.run", "attn_act", "--trials", "1", *TINY,
+                  "--gpus-per-trial", "0.5", "--storage", str(tmp_path / "store"), "--name", "job"]
+        for _ in range(15):  # the head's job agent needs a few seconds after `ray start`
+            job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=300)
+            if "No available agent to submit job" not in job.stderr:
+                break
+            time.sleep(2)
+        assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
+        assert "joined Ray cluster" in job.stdout
+        assert_complete(read_logs(tmp_path / "store" / "job" / "logs"), trials=2)
+    finally:
+        # Stop only this head (`ray stop` would stop every Ray on the machine): its
+        # processes all carry the temp dir on their command line.
+        subprocess.run(["pkill", "-9", "-f", temp_dir], timeout=30)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_trials_spread_over_two_nodes(tmp_path, capsys):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 1})
+    cluster.add_node(num_cpus=2, num_gpus=1)
+    try:
+        code = run.main(["attn_act", "--trials", "2", *TINY, "--address", cluster.address,
+                         "--gpus-per-trial", "1", "--storage", str(tmp_path), "--name", "multi"])
+        assert code == 0
+        df = read_logs(tmp_path / "multi" / "logs")
+        assert_complete(df, trials=4)
+        nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        assert set(df["node_id"]) == nodes and len(nodes) == 2
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_infeasible_request_fails_fast(tmp_path):
+    started = time.monotonic()
+    result = sweep("attn_act", "--trials", "1", *TINY, "--local-cpus", "2", "--local-gpus", "1",
+                   "--gpus-per-trial", "2", "--storage", str(tmp_path))
+    assert time.monotonic() - started < 30
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    # Ray may warn on stderr while starting; our error is the one last line.
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: no node can run a trial asking {'CPU': 1.0, 'GPU': 2.0}: the nodes have [{'CPU': 2.0, 'GPU': 1.0}]"
+    )
+
+
+def test_resume_without_a_sweep_is_an_error(tmp_path):
+    result = sweep("attn_act", "--resume", "--storage", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: nothing to resume")
