@@ -29,16 +29,15 @@ from ray.autoscaler._private.kuberay.autoscaling_config import (
 )
 from ray.autoscaler._private.util import prepare_config, validate_config
 
+from tune_selcopy.run import build_parser
+
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = ROOT / "cluster"
 LAUNCHER_CONFIGS = ["aws-gpu.yaml", "gcp-gpu.yaml"]
 REMOTE_PROJECT = "/home/ray/tune_selcopy"
 DASHBOARD_PORT = 8265
-# The sweep CLI's options (tune_selcopy.run), as documented in the issue.
-RUN_OPTIONS = {
-    "--dry-run", "--trials", "--max-inputs", "--gpus-per-trial", "--cpus-per-trial",
-    "--max-concurrent", "--storage", "--name", "--resume", "--address",
-}
+# The options the run command really has, read from its own parser.
+RUN_OPTIONS = {o for a in build_parser()._actions for o in a.option_strings}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -396,6 +395,8 @@ def test_kuberay_entrypoint_runs_our_module_on_a_bucket(rayjob):
     storage = argv[argv.index("--storage") + 1]
     assert re.match(r"(s3|gs)://[^/]+/", storage), storage
     assert float(argv[argv.index("--gpus-per-trial") + 1]) == 0.25
+    # GPU workers scale from 0: the feasibility check must wait for the autoscaler.
+    assert float(argv[argv.index("--wait-for-nodes") + 1]) >= 600
 
 
 def test_kuberay_security(rayjob):

@@ -284,7 +284,7 @@ def run_sweep(space: Space, settings: SweepSettings, resume: bool, wait_s: float
     return 1 if results.num_errors else 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tune_selcopy.run", description=__doc__.split("\n\n")[0])
     p.add_argument("space", help=f"search space: {', '.join(available_spaces())}")
     p.add_argument("--dry-run", action="store_true", help="list settings and parameter counts, train nothing")
@@ -306,7 +306,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         space = load_space(args.space)
         storage = args.storage if "://" in args.storage else os.path.abspath(args.storage)
