@@ -40,6 +40,17 @@ from tune_selcopy.train import Trial, TrialConfig  # noqa: E402
 BATCH = 64
 
 
+
+def plain_step(model, optimizer, scheduler, inputs: torch.Tensor, targets: torch.Tensor):
+    """Forward, backward, AdamW and scheduler step with nothing else; returns (logits, loss)."""
+    logits = model(inputs)
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return logits, loss
+
 def config(inputs: int, val_count: int, num_validations: int) -> TrialConfig:
     return TrialConfig(max_inputs=inputs, val_count=val_count, num_validations=num_validations)
 
@@ -54,12 +65,7 @@ def bare_step(cfg: TrialConfig, threads: int) -> float:
     steps = cfg.max_inputs // BATCH
 
     def step() -> None:
-        logits = model(inputs)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        plain_step(model, optimizer, scheduler, inputs, targets)
 
     for _ in range(5):
         step()
@@ -115,12 +121,7 @@ def reference_pipeline(cfg: TrialConfig, threads: int) -> float:
     count = 0
     start = time.perf_counter()  # includes the worker start, as a reference epoch would
     for inputs, targets in loader:
-        logits = model(inputs)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        logits, loss = plain_step(model, optimizer, scheduler, inputs, targets)
         with torch.no_grad():
             wrong = logits.argmax(dim=-1) != targets
             masked = inputs == MASK_TOKEN

@@ -36,14 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC_FIRST_THREE = ["XBFVU:3>4 1>4 1>2:BFVXU", "QHGYE:4>5 3>1 3>2:GQHEY", "TQWUH:4>3 2>5 4>1:WHUTQ"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --- an independent interpreter ----------------------------------------------------------
 
 

@@ -21,14 +21,6 @@ from tune_selcopy.model import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def params(attention, invention="QK", **kwargs) -> int:
     config = ModelConfig(num_layers=3, channels=64, kernel_size=13, attention=attention, invention=invention, **kwargs)
     return ConvTextModel(config).num_params()

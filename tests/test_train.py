@@ -30,14 +30,6 @@ SMALL = TrialConfig(max_inputs=3000, num_validations=5, val_count=200)  # 5 epoc
 CLI_ARGS = ["--max-inputs", "5000", "--val-count", "200", "--threads", "1"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def without_timing(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in TIMING_KEYS}
 

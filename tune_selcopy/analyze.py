@@ -42,6 +42,7 @@ import pandas as pd
 from scipy import stats
 
 from tune_selcopy.errors import UserError
+from tune_selcopy.logs import resolve
 
 ALPHA = 0.05
 CI_LEVEL = 0.95
@@ -279,17 +280,12 @@ def _one_line(text: object, limit: int = 300) -> str:
 
 def _open(path: str):
     """(filesystem, root path inside it, prefix for display) for a local path or a URI."""
-    import pyarrow.fs as pafs
-
-    if "://" in path:
-        try:
-            fs, root = pafs.FileSystem.from_uri(path)
-        except Exception as e:  # noqa: BLE001 - any failure is the user's URI
-            raise UserError(f"cannot open {path}: {_one_line(e)}") from None
-        scheme = path.split("://", 1)[0]
-        prefix = "" if scheme == "file" else f"{scheme}://"
-        return fs, root, prefix
-    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path)), ""
+    try:
+        fs, root = resolve(path)
+    except Exception as e:  # noqa: BLE001 - any failure is the user's URI
+        raise UserError(f"cannot open {path}: {_one_line(e)}") from None
+    scheme = path.split("://", 1)[0] if "://" in path else "file"
+    return fs, root, "" if scheme == "file" else f"{scheme}://"
 
 
 def find_log_files(path: str):

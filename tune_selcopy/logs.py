@@ -33,7 +33,7 @@ METRIC_COLUMNS = tuple(
 def resolve(uri_or_path: str) -> tuple[pafs.FileSystem, str]:
     """A filesystem and a path in it for a local path or a ``scheme://`` URI."""
     if "://" not in uri_or_path:
-        return pafs.LocalFileSystem(), posixpath.abspath(uri_or_path)
+        return pafs.LocalFileSystem(), posixpath.abspath(posixpath.expanduser(uri_or_path))
     return pafs.FileSystem.from_uri(uri_or_path)
 
 
