@@ -255,7 +255,7 @@ def test_infeasible_request_fails_fast(tmp_path):
     assert "Traceback" not in result.stderr
     # Ray may warn on stderr while starting; our error is the one last line.
     assert result.stderr.strip().splitlines()[-1].startswith(
-        "error: no node can run a trial asking {'CPU': 1.0, 'GPU': 2.0}: the nodes have [{'CPU': 2.0, 'GPU': 1.0}]"
+        "error: no node can run a trial asking CPU 1, GPU 2: the nodes have CPU 2, GPU 1; lower"
     )
 
 

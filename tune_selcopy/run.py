@@ -101,6 +101,11 @@ def default_resources(cpus: float | None, gpus: float | None) -> tuple[float, fl
     return (1.0 if cpus is None else cpus, (0.25 if has_gpu else 0.0) if gpus is None else gpus)
 
 
+def _describe(resources: dict[str, float]) -> str:
+    """``CPU 2, GPU 1``: the resources a trial asks for or a node has."""
+    return ", ".join(f"{key} {resources.get(key, 0):g}" for key in ("CPU", "GPU"))
+
+
 def _fits(node: dict[str, Any], request: dict[str, float]) -> bool:
     return node.get("Alive", False) and all(node["Resources"].get(k, 0) >= v for k, v in request.items())
 
@@ -125,13 +130,9 @@ def check_feasible(cpus: float, gpus: float, wait_s: float) -> None:
     try:
         while not any(_fits(node, request) for node in ray.nodes()):
             if time.monotonic() >= deadline:
-                largest = [
-                    {k: v for k, v in n["Resources"].items() if k in ("CPU", "GPU")}
-                    for n in ray.nodes()
-                    if n.get("Alive")
-                ]
+                nodes = "; ".join(_describe(n["Resources"]) for n in ray.nodes() if n.get("Alive"))
                 raise UserError(
-                    f"no node can run a trial asking {request}: the nodes have {largest}; lower "
+                    f"no node can run a trial asking {_describe(request)}: the nodes have {nodes}; lower "
                     "--cpus-per-trial/--gpus-per-trial, or on an autoscaling cluster pass "
                     "--wait-for-nodes SECONDS"
                 )
