@@ -33,6 +33,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -128,7 +129,11 @@ def welch_p(a, b) -> float:
         return math.nan
     if np.ptp(a) == 0 and np.ptp(b) == 0:
         return 1.0 if a[0] == b[0] else 0.0
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    with warnings.catch_warnings():
+        # Near-constant samples (e.g. every seed at 100% error) make scipy warn about
+        # precision loss on stderr; the p-value is still the right answer to report.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def mann_whitney_p(a, b) -> float:
