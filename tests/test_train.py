@@ -266,3 +266,14 @@ def test_cli_resumes_from_checkpoint_dir(cli_reference, tmp_path):
     assert again.returncode == 0, again.stderr
     assert "after validation 10" in again.stdout
     assert without_timing(last_json(again.stdout)) == without_timing(reference)
+
+
+def test_nan_loss_stops_with_a_clear_error():
+    from tune_selcopy.train import TrainingDiverged
+
+    trial = Trial(TrialConfig(max_inputs=640, num_validations=2, val_count=50))
+    with torch.no_grad():
+        trial.model.embedding.weight.fill_(float("nan"))  # every logit, hence the loss, is NaN
+    with pytest.raises(TrainingDiverged, match=r"training diverged: train_loss is nan after 320 inputs"):
+        next(trial.validations())
+    assert issubclass(TrainingDiverged, UserError)  # the CLI prints it as one line, exit 2
