@@ -412,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.checkpoint_dir and Trial.has_checkpoint(args.checkpoint_dir):
             trial.load(args.checkpoint_dir)
             print(f"resumed from {args.checkpoint_dir} after validation {trial.validation_index}", flush=True)
-        print(f"{config.flat()}  model params {trial.model_params:,}  device {trial.device}", flush=True)
+        settings = " ".join(f"{key}={value}" for key, value in config.flat().items())
+        print(f"{settings}\nmodel params {trial.model_params:,}  device {trial.device}", flush=True)
         for row in trial.validations():
             if args.checkpoint_dir:
                 trial.save(args.checkpoint_dir)
