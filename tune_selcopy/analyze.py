@@ -43,7 +43,7 @@ import pandas as pd
 from scipy import stats
 
 from tune_selcopy.errors import UserError
-from tune_selcopy.logs import resolve
+from tune_selcopy.logs import ID_COLUMNS, METRIC_COLUMNS, resolve
 
 ALPHA = 0.05
 CI_LEVEL = 0.95
@@ -52,17 +52,8 @@ CI_LEVEL = 0.95
 # The log contract (written by tune_selcopy.logs; read here only)
 # ---------------------------------------------------------------------------
 
-METRICS = (
-    "train_loss",
-    "train_error%",
-    "train_mask_error%",
-    "train_sample_error%",
-    "validation_loss",
-    "validation_error%",
-    "validation_mask_error%",
-    "validation_sample_error%",
-)
-IDENTITY_COLUMNS = ("experiment", "space", "trial_id", "setting", "seed", "varied_keys")
+METRICS = METRIC_COLUMNS
+IDENTITY_COLUMNS = ID_COLUMNS
 PROGRESS_COLUMNS = ("validation_index", "num_validations", "num_inputs")
 RUN_COLUMNS = ("model_params", "train_time_s", "throughput")
 REQUIRED_COLUMNS = IDENTITY_COLUMNS + PROGRESS_COLUMNS + METRICS + RUN_COLUMNS

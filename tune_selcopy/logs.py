@@ -39,7 +39,7 @@ def resolve(uri_or_path: str) -> tuple[pafs.FileSystem, str]:
 
 def join(base: str, *parts: str) -> str:
     """Join path parts onto a local path or a URI (which ``os.path`` would mangle)."""
-    return posixpath.join(base.rstrip("/"), *parts) if "://" in base else posixpath.join(base, *parts)
+    return posixpath.join(base, *parts)
 
 
 def logs_uri(storage: str, experiment: str) -> str:

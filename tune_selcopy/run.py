@@ -46,18 +46,21 @@ class SweepSettings:
     max_concurrent: int | None
 
     def overrides(self) -> dict[str, Any]:
-        return {
-            k: v for k, v in (("max_inputs", self.max_inputs), ("val_count", self.val_count)) if v is not None
-        }
+        return trial_overrides(self.max_inputs, self.val_count)
+
+
+def trial_overrides(max_inputs: int | None, val_count: int | None) -> dict[str, Any]:
+    """The fixed trial values a sweep replaces (for smaller, quicker sweeps)."""
+    return {k: v for k, v in (("max_inputs", max_inputs), ("val_count", val_count)) if v is not None}
 
 
 # --- Dry run ----------------------------------------------------------------------------
 
 
-def dry_run(space: Space, settings: SweepSettings) -> str:
+def dry_run(space: Space, trials: int | None, overrides: dict[str, Any]) -> str:
     """One line per setting with its model parameter count, then the totals."""
-    configs = space.settings(settings.overrides())
-    seeds = settings.trials or space.seeds
+    configs = space.settings(overrides)
+    seeds = trials or space.seeds
     lines = [f"space {space.name}: {space.description}"]
     for config in configs:
         params = ConvTextModel(TrialConfig.from_dict(config).model_config()).num_params()
@@ -311,12 +314,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         space = load_space(args.space)
         storage = args.storage if "://" in args.storage else os.path.abspath(args.storage)
+        overrides = trial_overrides(args.max_inputs, args.val_count)
+        if args.dry_run:
+            print(dry_run(space, args.trials, overrides))
+            return 0
         if args.resume:
             name = args.name or latest_sweep(storage, space.name)
             settings = load_settings(storage, name)
             if settings.space != space.name:
                 raise UserError(f"sweep {name} ran space {settings.space}, not {space.name}")
         else:
+            from tune_selcopy.wiring import check_wiring
+
+            check_wiring(space.settings(overrides), space.varied_keys)
+        print(connect(args.address, args.local_cpus, args.local_gpus), flush=True)
+        if not args.resume:
+            cpus, gpus = default_resources(args.cpus_per_trial, args.gpus_per_trial)
             settings = SweepSettings(
                 space=space.name,
                 name=args.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -324,21 +337,10 @@ def main(argv: list[str] | None = None) -> int:
                 trials=args.trials,
                 max_inputs=args.max_inputs,
                 val_count=args.val_count,
-                cpus_per_trial=0.0,  # resolved below, once the cluster is known
-                gpus_per_trial=0.0,
+                cpus_per_trial=cpus,
+                gpus_per_trial=gpus,
                 max_concurrent=args.max_concurrent,
             )
-        if args.dry_run:
-            print(dry_run(space, settings))
-            return 0
-        if not args.resume:
-            from tune_selcopy.wiring import check_wiring
-
-            check_wiring(space.settings(settings.overrides()), space.varied_keys)
-        print(connect(args.address, args.local_cpus, args.local_gpus), flush=True)
-        if not args.resume:
-            cpus, gpus = default_resources(args.cpus_per_trial, args.gpus_per_trial)
-            settings = SweepSettings(**{**asdict(settings), "cpus_per_trial": cpus, "gpus_per_trial": gpus})
         print(
             f"sweep {settings.name}: space {space.name}, {settings.cpus_per_trial:g} CPU and "
             f"{settings.gpus_per_trial:g} GPU per trial, storage {settings.storage}",

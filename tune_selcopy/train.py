@@ -122,7 +122,9 @@ def batch_stats(
 
     ``loss_sum`` is the cross-entropy summed over all positions; the counts are over all
     positions (``wrong``), masked positions, i.e. input token 0 (``masked_wrong``), and
-    samples with at least one wrong position anywhere (``samples_wrong``).
+    samples with at least one wrong position anywhere (``samples_wrong``). The constant
+    counts are made with ``new_full`` (a fill kernel), not ``torch.tensor`` (a host-to-
+    device copy), so a GPU step never waits on the host.
     """
     wrong = logits.argmax(dim=-1) != targets  # [B, L]
     masked = inputs == MASK_TOKEN
@@ -131,11 +133,11 @@ def batch_stats(
     return torch.stack(
         [
             loss_sum,
-            torch.tensor(float(targets.numel()), device=logits.device),
+            logits.new_full((), float(targets.numel())),
             wrong.sum().float(),
             masked.sum().float(),
             (wrong & masked).sum().float(),
-            torch.tensor(float(targets.shape[0]), device=logits.device),
+            logits.new_full((), float(targets.shape[0])),
             wrong.any(dim=1).sum().float(),
         ]
     )
