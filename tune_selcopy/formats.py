@@ -1,0 +1,91 @@
+"""How values print in the tables and sentences: the published tables' conventions."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import NamedTuple
+
+import numpy as np
+
+
+class IntRange(NamedTuple):
+    """An integer statistic whose seeds disagree (``model params`` of mixed models)."""
+
+    low: int
+    high: int
+
+    def __str__(self) -> str:
+        return f"{self.low:,}-{self.high:,}"
+
+
+def missing(v: object) -> bool:
+    """True for None and NaN: the values that print empty and sort last."""
+    return v is None or (isinstance(v, (float, np.floating)) and math.isnan(v))
+
+
+def display_value(v: object) -> str:
+    """A config value as the published tables show it: lists stay comma-joined, True is T."""
+    if missing(v):
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "T" if v else "F"
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):g}"
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return ",".join(display_value(x) for x in v)
+    return str(v)
+
+
+def fmt_float(v) -> str:
+    """pandas-like default float repr with 6 significant digits; empty for NaN."""
+    return "" if missing(v) else f"{v:.6g}"
+
+
+def fmt_p(v) -> str:
+    """A p-value or probability with 3 significant digits; empty for NaN."""
+    return "" if missing(v) else f"{v:.3g}"
+
+
+def fmt_params(v) -> str:
+    """A parameter count with thousands separators (``229,632``), or a range of them."""
+    return "" if missing(v) else str(v) if isinstance(v, IntRange) else f"{int(v):,}"
+
+
+def fmt_minutes(v) -> str:
+    """Minutes as the published tables print them: 2 decimals, trailing zeros dropped
+    (``1.51``, ``1.69``, ``1.9`` for 1.90, ``2`` for 2.00)."""
+    return "" if missing(v) else f"{v:.2f}".rstrip("0").rstrip(".")
+
+
+def fmt_throughput(v) -> str:
+    """Training inputs per second as ``10,843/s``."""
+    return "" if missing(v) else f"{v:,.0f}/s"
+
+
+def sort_key(v: object) -> tuple:
+    """A key that orders one column's values: numbers (and ranges, by their low end, then
+    high end) numerically, before text; text naturally, digits as numbers (``0,0,4``
+    before ``0,0,10``). Call only on values that are not ``missing``."""
+    if isinstance(v, IntRange):
+        return (0, float(v.low), float(v.high))
+    if isinstance(v, (int, float, np.number)):
+        return (0, float(v))
+    text = str(v)
+    try:
+        return (0, float(text))
+    except ValueError:
+        parts = re.split(r"(\d+)", text)
+        return (1, tuple(int(p) if i % 2 else p for i, p in enumerate(parts)))
+
+
+def join_names(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    if len(items) <= 2:
+        return " and ".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def plural(n: int, word: str) -> str:
+    """``1 seed``, ``2 seeds``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
