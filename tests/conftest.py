@@ -1,7 +1,10 @@
 """Shared test setup."""
 
+from pathlib import Path
+
 import pytest
 import torch
+from synthetic_logs import published_fixture
 
 
 @pytest.fixture(autouse=True)
@@ -11,3 +14,16 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> Path:
+    """Trial logs of the ten published attn_act runs (tests/fixtures/attn_act_published.csv)."""
+    return published_fixture(tmp_path_factory.mktemp("published"))
+
+
+@pytest.fixture(scope="module")
+def published_results(published):
+    from tune_selcopy import analyze
+
+    return analyze.analyze(str(published))

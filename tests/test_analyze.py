@@ -1,4 +1,5 @@
-"""Tests of tune_selcopy.analyze: tables, evidence, sentences, output formats, plot, errors."""
+"""Tests of tune_selcopy.analyze end to end, from Parquet logs: tables, evidence, sentences,
+output formats, reproduction checks, plot, errors."""
 
 from __future__ import annotations
 
@@ -15,163 +16,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from scipy import stats
+from synthetic_logs import (
+    FIXTURES,
+    PUBLISHED_HEADER,
+    PUBLISHED_INDIVIDUAL,
+    PUBLISHED_ROWS,
+    parse_pipe_tables,
+    published_fixture,
+    separated_fixture,
+    write_trial,
+)
 
 from tune_selcopy import analyze as an
-
-FIXTURES = Path(__file__).parent / "fixtures"
-
-# The published attn_act summary (spec section 4), verbatim strings.
-PUBLISHED_HEADER = [
-    "qkv", "attn", "attnact", "validation loss", "validation_mask_error%", "validation_sample_error%",
-    "(min)", "(max)", "(std)", "model params", "train time (minutes)", "throughput",
-]
-PUBLISHED_ROWS = [
-    ["QK", "0,0,T", "elu+1", "0.00131346", "0.142118", "0.676752", "0.199045", "1.05494", "0.346975",
-     "229,632", "1.51", "11,066/s"],
-    ["QK", "0,0,T", "dpfp", "0.000896075", "0.119029", "0.597134", "0.17914", "1.23408", "0.54615",
-     "229,632", "1.69", "9,871/s"],
-]
-# The published individual runs (trial, attnact, loss, mask error, sample error), verbatim.
-PUBLISHED_INDIVIDUAL = [
-    (2, "dpfp", 0.00161164, 0.248806, 1.23408),
-    (5, "dpfp", 0.00167819, 0.230892, 1.15446),
-    (5, "elu+1", 0.00170212, 0.222930, 1.05494),
-    (2, "elu+1", 0.00170096, 0.191083, 0.88574),
-    (1, "elu+1", 0.00159251, 0.163217, 0.79617),
-    (3, "elu+1", 0.00101384, 0.095541, 0.44785),
-    (1, "dpfp", 0.00042169, 0.045780, 0.22890),
-    (4, "elu+1", 0.00055788, 0.037818, 0.19904),
-    (4, "dpfp", 0.00034492, 0.035828, 0.18909),
-    (3, "dpfp", 0.00042392, 0.033837, 0.17914),
-]
-
-METRICS = an.METRICS
-
-
-# ---------------------------------------------------------------------------
-# A writer of synthetic logs in the tune_selcopy.logs schema
-# ---------------------------------------------------------------------------
-
-BASE_CONFIG = {
-    "attn": "0,0,T", "qkv": "QK", "attnact": "elu+1", "num_layers": 3, "channels": 64, "kernel_size": 13,
-    "dilation": "3,5,1", "activation": "gelu", "num_items": 26, "input_length": 5, "num_operations": "1,3",
-    "val_num_operations": 3, "val_count": 10000, "batch_size": 64, "lr": 5e-4, "weight_decay": 0.01,
-    "warmup_steps": 0, "max_inputs": 1_000_000,
-}
-
-
-def write_trial(root: Path, experiment: str, space: str, varied: list[str], config: dict, seed: int,
-                final: dict, *, num_validations: int = 10, upto: int | None = None,
-                trial_id: str | None = None) -> str:
-    """Write validation-001..upto Parquet files of one trial; the last validation has ``final``
-    metrics (earlier ones are larger, a decaying curve). Returns the trial id."""
-    cfg = {**BASE_CONFIG, **config}
-    setting = " ".join(f"{k}={cfg[k]}" for k in varied)
-    trial_id = trial_id or f"{experiment}_{'_'.join(str(cfg[k]) for k in varied)}_s{seed}".replace(",", "")
-    folder = root / experiment / "logs" / trial_id
-    folder.mkdir(parents=True, exist_ok=True)
-    for k in range(1, (upto or num_validations) + 1):
-        factor = 1 + 20 * (num_validations - k) / num_validations
-        row = {
-            "experiment": experiment, "space": space, "trial_id": trial_id, "setting": setting,
-            "seed": seed, "varied_keys": ",".join(varied), **cfg, "num_validations": num_validations,
-            "validation_index": k, "num_inputs": k * cfg["max_inputs"] // num_validations,
-            "step": k * cfg["max_inputs"] // num_validations // 64, "learning_rate": 1e-4,
-        }
-        for m in METRICS:
-            row[m] = float(final.get(m, 1.0)) * factor
-        row["model_params"] = int(final.get("model_params", 229_632))
-        row["train_time_s"] = float(final.get("train_time_s", 90.0)) * k / num_validations
-        row["throughput"] = float(final.get("throughput", 11_000.0))
-        row.update(device="cpu", hostname="test", timestamp=1.7e9 + k)
-        pq.write_table(pa.Table.from_pylist([row]), folder / f"validation-{k:03d}.parquet")
-    return trial_id
-
-
-def published_fixture(root: Path) -> Path:
-    lines = [ln for ln in (FIXTURES / "attn_act_published.csv").read_text().splitlines() if not ln.startswith("#")]
-    for r in csv.DictReader(lines):
-        final = {m: 1.0 for m in METRICS}
-        final.update({k: float(r[k]) for k in ("validation_loss", "validation_mask_error%",
-                                                 "validation_sample_error%", "train_sample_error%",
-                                                 "train_time_s", "throughput")})
-        write_trial(root, "attn_act", "attn_act", ["qkv", "attn", "attnact"], {"attnact": r["attnact"]},
-                    int(r["trial"]), final)
-    return root
-
-
-def separated_fixture(root: Path, n: int = 10, experiment: str = "sep") -> Path:
-    """Three settings of n seeds: A (best), B (close to A), C (clearly worse)."""
-    rng = np.random.default_rng(1)
-    centers = {"elu+1": 1.0, "dpfp": 1.05, "softmax": 5.0}
-    for act, c in centers.items():
-        for seed in range(n):
-            v = c + 0.1 * rng.standard_normal()
-            write_trial(root, experiment, "attn_act", ["attnact"], {"attnact": act}, seed,
-                        {"validation_sample_error%": v}, num_validations=3)
-    return root
-
-
-@pytest.fixture(scope="module")
-def published(tmp_path_factory) -> Path:
-    return published_fixture(tmp_path_factory.mktemp("published"))
-
-
-@pytest.fixture(scope="module")
-def published_results(published):
-    return an.analyze(str(published))
-
-
-def parse_pipe_tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
-    """All markdown pipe tables in text as (header cells, body rows)."""
-    tables, block = [], []
-    for line in text.splitlines() + [""]:
-        if line.startswith("|"):
-            block.append([c.strip() for c in line.strip().strip("|").split("|")])
-        elif block:
-            tables.append((block[0], block[2:]))
-            block = []
-    return tables
-
-
-# ---------------------------------------------------------------------------
-# Statistics
-# ---------------------------------------------------------------------------
-
-
-def test_holm_known_values_and_nan():
-    adj = an.holm([0.01, 0.04, 0.03, 0.005, math.nan])
-    np.testing.assert_allclose(adj[:4], [0.03, 0.06, 0.06, 0.02])
-    assert math.isnan(adj[4])
-    assert an.holm([0.6, 0.9]).tolist() == [1.0, 1.0]
-
-
-def test_small_statistics():
-    assert an.iqm([1, 2, 3, 4, 5, 6, 7, 8]) == 4.5  # cuts 2 from each end
-    assert an.iqm([1, 2, 3, 100]) == 2.5
-    low, high = an.mean_ci([1, 2, 3, 4, 5])
-    assert low == pytest.approx(3 - 2.776445 * math.sqrt(2.5) / math.sqrt(5), rel=1e-6)
-    assert high == pytest.approx(3 + 2.776445 * math.sqrt(2.5) / math.sqrt(5), rel=1e-6)
-    assert all(math.isnan(v) for v in an.mean_ci([1.0]))
-    assert math.isnan(an.sample_std([1.0]))
-    assert an.min_mann_whitney_p(5, 5) == 2 / 252
-    assert an.probability_of_improvement([1, 2], [3, 2]) == 0.875  # 3 wins, 1 tie of 4 pairs
-    assert an.probability_of_improvement([1, 2], [3, 2], lower_is_better=False) == 0.125
-    assert an.mann_whitney_p([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) == pytest.approx(2 / 252)
-    assert math.isnan(an.welch_p([1.0], [2.0, 3.0]))
-    assert an.seeds_for_possible_rejection(1) == 4  # 2/70 <= 0.05 < 2/20
-    assert an.seeds_for_possible_rejection(15) == 6  # 2/924 <= 0.0033 < 2/252
-
-
-def test_mann_whitney_with_ties_is_exact_permutation():
-    a, b = [1, 2, 2, 3, 4], [2, 5, 6, 7, 8]
-    both = np.array(a + b, dtype=float)
-    ranks = stats.rankdata(both)
-    observed = abs(ranks[:5].sum() - 27.5)
-    splits = [abs(ranks[list(c)].sum() - 27.5) for c in itertools.combinations(range(10), 5)]
-    exact = sum(s >= observed - 1e-12 for s in splits) / len(splits)
-    assert an.mann_whitney_p(a, b) == pytest.approx(exact)
-
+from tune_selcopy import stats as st
+from tune_selcopy.errors import UserError
+from tune_selcopy.render import records, unfinished_line
+from tune_selcopy.results import TABLE_COLUMNS
 
 # ---------------------------------------------------------------------------
 # The published attn_act runs
@@ -230,24 +90,27 @@ def test_published_evidence_and_verdict(published_results):
     t = (m1 - m2) / math.sqrt(v1 / 5 + v2 / 5)
     df = (v1 / 5 + v2 / 5) ** 2 / ((v1 / 5) ** 2 / 4 + (v2 / 5) ** 2 / 4)
     assert r["p_welch"] == pytest.approx(2 * stats.t.sf(abs(t), df), rel=1e-9)
-    assert r["holm_welch"] == r["p_welch"] and r["holm_mwu"] == r["p_mwu"]  # one comparison
+    assert r["holm_welch"] == r["p_welch"] and r["holm_mwu"] == r["p_mwu"]  # one pair of settings
+    assert r["p_min"] == pytest.approx(2 / 252) and r["reachable"] == pytest.approx(2 / 252)
+    pooled = math.sqrt((np.var(dpfp, ddof=1) + np.var(elu, ddof=1)) / 2)
+    assert r["detectable"] == pytest.approx(st.detectable_shift(5, 5, 0.05) * pooled)
     assert r["ci_low"] == pytest.approx(0.676752 - 2.776445 * 0.346975 / math.sqrt(5), rel=1e-5)
     assert r["iqm"] == pytest.approx(np.mean(sorted(elu)[1:4]))
     text = "\n".join(res.sentences)
     assert "Best setting (lowest mean validation_sample_error%): attnact=dpfp (0.597134 over 5 seeds)." in text
-    assert "Indistinguishable from attnact=dpfp at alpha 0.05" in text
-    assert "attnact=elu+1 (Holm p: Welch" in text
-    assert "Different from" not in text
-    assert "5 vs 5 seeds the smallest exact two-sided Mann-Whitney p is 2/252 = 0.0079" in text
-    assert an.unfinished_line(res) == "All 10 trials finished."
+    assert ("Indistinguishable from attnact=dpfp at alpha 0.05 (two-sided Mann-Whitney, Holm over the 1 pair of "
+            "settings): attnact=elu+1 (Holm p 0.841; a difference of 1.06 would have been found with 80% power).") in text
+    assert "Different from" not in text and "Inconclusive" not in text
+    assert "5 vs 5 seeds the smallest two-sided Mann-Whitney p that any split of the pooled values can give is 0.00794" in text
+    assert unfinished_line(res) == "All 10 trials finished."
 
 
 def test_markdown_parses_back_into_the_same_numbers(published, published_results):
     text = an.report(str(published))
     (header, body), (eheader, ebody) = parse_pipe_tables(text)[:2]
     (res,) = published_results
-    recs = an.records(res)
-    raw_names = ["qkv", "attn", "attnact"] + [raw for _, raw, *_ in an._STAT_COLUMNS]
+    recs = records(res)
+    raw_names = ["qkv", "attn", "attnact"] + [c.name for c in TABLE_COLUMNS]
     for row, rec in zip(body, recs):
         for cell, name in zip(row, raw_names):
             v = rec[name]
@@ -255,6 +118,7 @@ def test_markdown_parses_back_into_the_same_numbers(published, published_results
                 assert float(cell.removesuffix("/s").replace(",", "")) == pytest.approx(v, abs=0.5)
             elif name == "train time (minutes)":
                 assert float(cell) == pytest.approx(v, abs=0.005)
+                assert cell == f"{v:.2f}".rstrip("0").rstrip(".")
             elif name in ("model params", "trials"):
                 assert int(cell.replace(",", "")) == v
             elif isinstance(v, str):
@@ -289,7 +153,9 @@ def test_csv_and_json_hold_the_same_data(published):
     assert elu["validation_sample_error% (std)"] == pytest.approx(0.346975, rel=1e-6)
     assert elu["throughput"] == pytest.approx(11066)
     assert elu["verdict"] == "indistinguishable" and rows_json[1]["P(best better)"] is None
+    assert elu["min p (any split)"] == pytest.approx(2 / 252) and elu["detectable difference (80% power)"] > 0
     assert doc["experiments"][0]["unfinished_trials"] == 0
+    assert (doc["experiments"][0]["alpha"], doc["experiments"][0]["pairs"]) == (0.05, 1)
     assert any("Indistinguishable" in s for s in doc["experiments"][0]["sentences"])
 
 
@@ -305,16 +171,18 @@ def test_clearly_separated_setting_is_different_after_holm(tmp_path):
     assert ev.loc["attnact=elu+1", "verdict"] == "best"
     worse = ev.loc["attnact=softmax"]
     assert worse["verdict"] == "different"
-    # complete separation of 10 vs 10: exact p = 2 / C(20, 10); Holm's first step doubles it
+    # complete separation of 10 vs 10: exact p = 2 / C(20, 10); Holm over the 3 pairs of settings
+    # (softmax against each of the two others is the same smallest p): x3, then x2
     assert worse["p_mwu"] == pytest.approx(2 / math.comb(20, 10), rel=1e-9)
-    assert worse["holm_mwu"] == pytest.approx(2 * 2 / math.comb(20, 10), rel=1e-9)
+    assert worse["holm_mwu"] == pytest.approx(3 * 2 / math.comb(20, 10), rel=1e-9)
     assert worse["holm_welch"] < 1e-10
     assert worse["p_best_better"] == 1.0
     assert worse["holm_mwu"] >= worse["p_mwu"]
     assert ev.loc["attnact=dpfp", "verdict"] == "indistinguishable"
     text = "\n".join(res.sentences)
-    assert "Different from attnact=elu+1 at alpha 0.05 (both Holm-adjusted tests reject): attnact=softmax" in text
-    assert "Indistinguishable from attnact=elu+1 at alpha 0.05" in text and "attnact=dpfp (Holm" in text
+    assert ("Different from attnact=elu+1 at alpha 0.05 (two-sided Mann-Whitney, Holm over the 3 pairs of settings): "
+            "attnact=softmax (Holm p 3.25e-05).") in text
+    assert "Indistinguishable from attnact=elu+1 at alpha 0.05" in text and "attnact=dpfp (Holm p" in text
 
 
 def test_identical_settings_are_flagged(tmp_path):
@@ -334,11 +202,17 @@ def test_power_note_when_significance_is_impossible(tmp_path):
             write_trial(tmp_path, "few", "s", ["attnact"], {"attnact": act}, seed,
                         {"validation_sample_error%": c + 0.01 * seed}, num_validations=2)
     res = an.analyze(str(tmp_path))[0]
-    assert res.evidence.loc["attnact=b", "verdict"] == "indistinguishable"  # 3 vs 3: p >= 0.1
+    # 3 vs 3 seeds, 8 apart: the rank test cannot reach 0.05 (p >= 2/20), Welch alone would
+    assert res.evidence.loc["attnact=b", "verdict"] == "inconclusive: too few seeds"
+    assert res.evidence.loc["attnact=b", "holm_welch"] < 1e-4
     text = "\n".join(res.sentences)
-    assert "3 vs 3 seeds the smallest exact two-sided Mann-Whitney p is 2/20 = 0.1" in text
+    assert "Indistinguishable" not in text
+    assert ("Inconclusive, too few seeds to show a difference from attnact=a at alpha 0.05, however large: "
+            "attnact=b (3 vs 3 seeds: the smallest Holm p any split of their values can reach is 0.1).") in text
+    assert "Welch's t-test alone would call attnact=b (Holm p " in text
+    assert "3 vs 3 seeds the smallest two-sided Mann-Whitney p that any split of the pooled values can give is 0.1" in text
     assert "no setting can be declared different from the best with these seeds" in text
-    assert "At least 4 seeds per setting" in text
+    assert "At least 4 untied seeds per setting" in text
 
 
 def test_sort_and_several_experiments(tmp_path):
@@ -354,9 +228,9 @@ def test_sort_and_several_experiments(tmp_path):
     assert [s.keys["attnact"] for s in res[0].settings] == ["dpfp", "elu+1"]
     res = an.analyze(str(tmp_path / "attn_act"), sort="trials")
     assert len(res) == 1 and res[0].experiment == "attn_act"
-    with pytest.raises(an.UserError, match="--sort 'nope': unknown column"):
+    with pytest.raises(UserError, match="--sort 'nope': unknown column"):
         an.analyze(str(tmp_path), sort="nope")
-    with pytest.raises(an.UserError, match="--metric"):
+    with pytest.raises(UserError, match="--metric"):
         an.analyze(str(tmp_path), metric="accuracy")
 
 
@@ -388,17 +262,17 @@ def test_unfinished_trials_and_one_seed_settings(tmp_path):
     assert one[9:13] == ["0.3", "0.3", "0.3", ""] and one[-1] == "1"
     assert ("Unfinished (running or errored), left out of the statistics: 2 of 13 trials "
             "(attnact=dpfp: 1, attnact=relu: 1).") in text
-    # the one-seed setting is the best: nothing is testable, nothing crashes
-    assert ("The best setting has only 1 seed, so no comparison with it can be tested: "
-            "attnact=elu+1 and attnact=dpfp.") in text
+    # the one-seed setting is the best: 1 vs 5 seeds cannot reach significance, nothing crashes
+    assert ("Inconclusive, too few seeds to show a difference from attnact=softmax at alpha 0.05, however large: "
+            "attnact=elu+1 (1 vs 5 seeds: the smallest Holm p any split of their values can reach is 1)") in text
     res = an.analyze(str(tmp_path))[0]
     assert res.evidence.loc["qkv=QK attn=0,0,T attnact=softmax", "verdict"] == "best"
-    assert res.evidence.loc["qkv=QK attn=0,0,T attnact=dpfp", "verdict"] == "untestable"
+    assert res.evidence.loc["qkv=QK attn=0,0,T attnact=dpfp", "verdict"] == "inconclusive: too few seeds"
     # a one-seed setting that is not the best
     write_trial(tmp_path, "attn_act", "attn_act", ["qkv", "attn", "attnact"], {"attnact": "softmax"}, 1,
                 {"validation_sample_error%": 3.0}, trial_id="attn_act_QK_00T_softmax_s1")
     text = an.report(str(tmp_path))
-    assert "Cannot be tested (fewer than 2 seeds): attnact=softmax." in text
+    assert "however large: attnact=softmax (5 vs 1 seeds" in text
     assert "Indistinguishable from attnact=dpfp at alpha 0.05" in text
 
 
@@ -505,3 +379,223 @@ def test_plot_is_a_valid_png(published, tmp_path):
 def test_plot_unwritable_is_a_user_error(capsys, published, tmp_path):
     rc, out, err = run_main(capsys, published, "--plot", tmp_path / "missing_dir" / "x.png")
     assert rc == 2 and "cannot write plot" in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------
+# Defects of the analysis before issue 8 (each of these fails on that code)
+# ---------------------------------------------------------------------------
+
+
+def _two_settings(root: Path, values: dict[str, list[float]], experiment: str = "e", **final) -> Path:
+    for act, seeds in values.items():
+        for seed, v in enumerate(seeds, start=1):
+            write_trial(root, experiment, "attn_act", ["attnact"], {"attnact": act}, seed,
+                        {"validation_sample_error%": v, **final}, num_validations=2)
+    return root
+
+
+def test_best_does_not_depend_on_the_sort(tmp_path):
+    # equal means (X = [0, 2], Y = [1, 1]): the best is the same whatever the display order
+    _two_settings(tmp_path, {"x": [0.0, 2.0], "y": [1.0, 1.0]})
+    bests = set()
+    for sort in (None, "validation loss:asc", "validation loss:desc", "attnact", "attnact:desc",
+                 "validation_sample_error% (std)", "validation_sample_error% (std):asc"):
+        (res,) = an.analyze(str(tmp_path), sort=sort)
+        bests |= set(res.evidence.index[res.evidence["verdict"] == "best"])
+    assert bests == {"attnact=x"}  # the label that sorts first takes the tie
+    assert "attnact=y has the same mean; a tie goes to the setting whose label sorts first." in "\n".join(res.sentences)
+
+
+def test_nan_seeds_are_left_out_counted_and_named(tmp_path):
+    _two_settings(tmp_path, {"a": [1.0, math.nan, 1.2, 1.1, math.nan], "b": [2.0, 2.1, 2.2, 2.3, 2.4]})
+    write_trial(tmp_path, "e", "attn_act", ["attnact"], {"attnact": "c"}, 1,
+                {"validation_sample_error%": math.nan}, num_validations=2)
+    text = an.report(str(tmp_path))
+    (header, body), (eheader, ebody) = parse_pipe_tables(text)[:2]
+    trials = {r[0]: r[-1] for r in body}
+    n = {r[0]: r[eheader.index("trials")] for r in ebody}
+    assert trials == n == {"b": "5", "a": "3"}  # the table and the evidence count the same seeds
+    assert "Best setting (lowest mean validation_sample_error%): attnact=a (1.1 over 3 seeds)." in text
+    assert ("Left out of the table and the evidence, validation_sample_error% is NaN (the run diverged or logged "
+            "no value): attnact=a seeds 2 and 5 (2 of 5 finished seeds) and attnact=c seed 1 (all its finished "
+            "seeds: the setting has no row).") in text
+    assert "All 11 trials finished." in text
+    doc = json.loads(an.report(str(tmp_path), fmt="json"))["experiments"][0]
+    assert doc["nan_seeds"] == {"attnact=a": [2, 5], "attnact=c": [1]}
+
+
+def test_ranges_sort_numerically(tmp_path):
+    params = {"a": [99_000, 1_100_000], "b": [200_000, 200_000], "c": [1_000_000, 1_000_000]}
+    for act, counts in params.items():
+        for seed, count in enumerate(counts, start=1):
+            write_trial(tmp_path, "e", "attn_act", ["attnact"], {"attnact": act}, seed,
+                        {"validation_sample_error%": 1.0 + seed, "model_params": count}, num_validations=2)
+    for sort, order in (("model params", ["c", "b", "a"]), ("model params:asc", ["a", "b", "c"])):
+        header, body = parse_pipe_tables(an.report(str(tmp_path), sort=sort))[0]
+        assert [r[0] for r in body] == order
+        assert {r[0]: r[header.index("model params")] for r in body}["a"] == "99,000-1,100,000"
+
+
+def test_minutes_print_as_the_published_tables(tmp_path):
+    _two_settings(tmp_path, {"a": [1.0, 1.1], "b": [2.0, 2.1]}, train_time_s=114.0)  # 1.90 minutes
+    header, body = parse_pipe_tables(an.report(str(tmp_path)))[0]
+    assert [r[header.index("train time (minutes)")] for r in body] == ["1.9", "1.9"]
+
+
+def test_alpha_is_one_setting_shown_wherever_it_is_used(capsys, published):
+    rc, out, err = run_main(capsys, published, "--alpha", "0.1")
+    assert rc == 0, err
+    assert "Verdicts at alpha 0.1: 'different' needs Holm p Mann-Whitney <= 0.1" in out  # caption
+    assert "Indistinguishable from attnact=dpfp at alpha 0.1" in out
+    assert "Holm over 1 pair first needs p <= 0.1/1 = 0.1" in out
+    assert "alpha 0.05" not in out and "<= 0.05" not in out
+    doc = json.loads(an.report(str(published), fmt="json", alpha=0.1))
+    assert doc["experiments"][0]["alpha"] == 0.1
+    (res,) = an.analyze(str(published), alpha=0.1)
+    assert res.alpha == 0.1 and "at alpha 0.1" in " ".join(res.sentences)
+    rc, out, err = run_main(capsys, published, "--alpha", "1.5")
+    assert rc == 2 and out == "" and err.startswith("error: --alpha: alpha must be strictly between 0 and 1")
+    assert err.count("\n") == 1
+
+
+def test_repeated_seeds_are_refused(capsys, tmp_path):
+    # two sweeps merged into one folder: seed 1 of a setting twice, under two trial ids
+    _two_settings(tmp_path, {"a": [1.0, 1.1], "b": [2.0, 2.1]})
+    write_trial(tmp_path, "e", "attn_act", ["attnact"], {"attnact": "a"}, 1, {"validation_sample_error%": 1.0},
+                num_validations=2, trial_id="other_sweep_a_s1")
+    rc, out, err = run_main(capsys, tmp_path)
+    assert rc == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("error: experiment e: 2 trials (e_a_s1, other_sweep_a_s1) ran setting 'attnact=a' with seed 1")
+    assert "two sweeps were written into one folder?" in err
+
+
+# ---------------------------------------------------------------------------
+# Reproduction check against a reference table
+# ---------------------------------------------------------------------------
+
+SHIPPED = Path(__file__).parents[1] / "search_spaces" / "reference" / "attn_act.csv"
+
+
+def test_shipped_reference_is_the_published_table():
+    rows = list(csv.DictReader(ln for ln in SHIPPED.read_text().splitlines() if not ln.startswith("#")))
+    assert [(int(r["trial"]), r["attnact"], float(r["validation_loss"]), float(r["validation_mask_error%"]),
+             float(r["validation_sample_error%"])) for r in rows] == PUBLISHED_INDIVIDUAL
+    assert {(r["qkv"], r["attn"]) for r in rows} == {("QK", "0,0,T")}
+
+
+def test_reference_is_packaged_and_not_a_space():
+    import tomllib
+
+    from tune_selcopy.spaces import available_spaces
+
+    assert "reference" not in available_spaces() and "attn_act" in available_spaces()
+    config = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    globs = config["tool"]["setuptools"]["package-data"]["search_spaces"]
+    assert any(SHIPPED.match(f"search_spaces/{g}") for g in globs)
+
+
+def _shifted(root: Path, by: float) -> Path:
+    """The published fixture with every validation_sample_error% moved by ``by`` points."""
+    lines = [ln for ln in (FIXTURES / "attn_act_published.csv").read_text().splitlines() if not ln.startswith("#")]
+    for r in csv.DictReader(lines):
+        write_trial(root, "attn_act", "attn_act", ["qkv", "attn", "attnact"], {"attnact": r["attnact"]},
+                    int(r["trial"]), {"validation_sample_error%": float(r["validation_sample_error%"]) + by})
+    return root
+
+
+def test_published_runs_are_consistent_with_the_shipped_reference(capsys, published):
+    rc, out, err = run_main(capsys, published, "--reference", "attn_act")
+    assert rc == 0, err
+    assert "### Reproduction check: attn_act against attn_act (shipped: search_spaces/reference/attn_act.csv) " \
+           "(individual runs)" in out
+    header, body = parse_pipe_tables(out)[2]
+    assert [r[header.index("verdict")] for r in body] == ["consistent with the reference"] * 2
+    assert [r[header.index("reference n")] for r in body] == ["5", "5"]
+    # the published summary row (ours) was computed before the individual runs were printed to 5 decimals
+    assert [r[header.index("ours mean")] for r in body] == ["0.676752", "0.597134"]
+    assert [r[header.index("reference mean")] for r in body] == ["0.676748", "0.597134"]
+    # 5 vs 5 untied seeds: 2/252 at best, Holm over the 2 settings
+    assert [r[header.index("min Holm p")] for r in body] == ["0.0159", "0.0159"]
+    assert "Consistent with the reference at alpha 0.05 (two-sided Mann-Whitney, Holm over 2 settings): " \
+           "attnact=elu+1 (Holm p 1; a difference of" in out
+    rc, out2, err = run_main(capsys, published, "--reference", str(SHIPPED))
+    assert rc == 0 and out2.replace(str(SHIPPED), "X") == out.replace(
+        "attn_act (shipped: search_spaces/reference/attn_act.csv)", "X")
+
+
+def test_a_shifted_copy_differs_from_the_reference(tmp_path):
+    doc = json.loads(an.report(str(_shifted(tmp_path, 2.0)), fmt="json", reference=str(SHIPPED)))
+    check = doc["experiments"][0]["reference_check"]
+    assert check["kind"] == "individual runs" and check["tests"] == 2 and check["keys"] == ["qkv", "attn", "attnact"]
+    assert [r["verdict"] for r in check["rows"]] == ["differs from the reference"] * 2
+    # complete separation of 5 vs 5 seeds: 2/252 each; Holm over 2 settings: x2
+    assert [r["p"] for r in check["rows"]] == pytest.approx([2 / 252] * 2)
+    assert [r["holm"] for r in check["rows"]] == pytest.approx([4 / 252] * 2)
+    assert check["sentences"][0].startswith("Differs from the reference at alpha 0.05 (two-sided Mann-Whitney, "
+                                            "Holm over 2 settings): attnact=elu+1 (ours 2.67675 vs 0.676748, Holm p")
+
+
+def _summary(path: Path, rows: list[tuple]) -> Path:
+    text = "attnact,validation_sample_error%,validation_sample_error% (std),trials,validation_sample_error% (min)\n"
+    path.write_text(text + "".join(",".join(map(str, r)) + "\n" for r in rows))
+    return path
+
+
+def test_summary_rows_are_compared_with_welch(tmp_path, published):
+    ref = _summary(tmp_path / "summary.csv", [("elu+1", 0.676752, 0.346975, 5, 0.199045),
+                                              ("dpfp", 0.597134, 0.54615, 5, 0.17914), ("softmax", 3.0, 1.0, 5, 2.0)])
+    text = an.report(str(published), reference=str(ref))
+    header, body = parse_pipe_tables(text)[2]
+    verdicts = {r[0]: r[header.index("verdict")] for r in body}
+    assert verdicts == {"elu+1": "consistent with the reference", "dpfp": "consistent with the reference",
+                        "softmax": "only in the reference"}
+    assert {r[0]: r[header.index("test")] for r in body}["elu+1"] == "Welch (summary)"
+    assert "Only in the reference, not compared: attnact=softmax." in text
+    assert "(summary rows)" in text and "Welch's t-test from the summary statistics, Holm over 2 settings" in text
+    shifted = an.report(str(_shifted(tmp_path / "logs", 2.0)), reference=str(ref), fmt="csv")
+    rows = {r["attnact"]: r for r in csv.DictReader(io.StringIO(shifted))}
+    assert rows["elu+1"]["reference verdict"] == "differs from the reference"
+    expected = stats.ttest_ind_from_stats(2.676752, 0.346975, 5, 0.676752, 0.346975, 5, equal_var=False).pvalue
+    assert float(rows["elu+1"]["reference p"]) == pytest.approx(expected, rel=1e-4)
+    assert rows["softmax"]["reference verdict"] == "only in the reference" and rows["softmax"]["setting"] == ""
+    assert float(rows["softmax"]["reference mean"]) == 3.0 and rows["elu+1"]["reference n"] == "5"
+
+
+@pytest.mark.parametrize("case", [
+    "missing", "empty", "header only", "no metric", "not a number", "ragged", "summary without trials",
+    "repeated summary", "negative std", "unknown key", "keys too coarse",
+])
+def test_bad_reference_files_are_one_line_errors(capsys, tmp_path, published, case):
+    ref = tmp_path / "ref.csv"
+    text = {
+        "missing": None,
+        "empty": "",
+        "header only": "attnact,validation_sample_error%\n",
+        "no metric": "attnact,validation_loss\nelu+1,0.1\n",
+        "not a number": "attnact,validation_sample_error%\nelu+1,0.5\ndpfp,n/a\n",
+        "ragged": "attnact,validation_sample_error%\nelu+1,0.5,7\n",
+        "summary without trials": "attnact,validation_sample_error%,validation_sample_error% (std)\nelu+1,0.5,0.1\n",
+        "repeated summary": "attnact,validation_sample_error%,validation_sample_error% (std),trials\n"
+                            "elu+1,0.5,0.1,5\nelu+1,0.6,0.1,5\n",
+        "negative std": "attnact,validation_sample_error%,validation_sample_error% (std),n\nelu+1,0.5,-0.1,5\n",
+        "unknown key": "attn_act,validation_sample_error%\nelu+1,0.5\n",
+        "keys too coarse": "qkv,validation_sample_error%\nQK,0.5\n",
+    }[case]
+    if text is not None:
+        ref.write_text(text)
+    rc, out, err = run_main(capsys, published, "--reference", ref)
+    assert rc == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1
+    expected = {
+        "missing": "cannot read",
+        "empty": "no rows",
+        "header only": "no rows",
+        "no metric": "no column validation_sample_error% for --metric validation_sample_error%",
+        "not a number": "line 3: validation_sample_error% is 'n/a', not a finite number",
+        "ragged": "line 2: the number of values differs from the header's",
+        "summary without trials": "need a trials (or n) column",
+        "repeated summary": "line 3: a second summary row for elu+1",
+        "negative std": "n must be a whole number >= 1 and validation_sample_error% (std) >= 0",
+        "unknown key": "its key columns (attn_act) are not grid keys of any experiment",
+        "keys too coarse": "do not tell apart the settings attnact=elu+1 and attnact=dpfp",
+    }[case]
+    assert expected in err and str(ref) in err
