@@ -100,7 +100,7 @@ def read_reference(file: str, metric: str) -> Reference:
     """
     path, source = Path(file), str(file)
     if not path.is_file() and "/" not in file and not file.endswith(".csv") and shipped(file):
-        path, source = shipped(file), f"{file} (shipped: search_spaces/reference/{file}.csv)"
+        path, source = shipped(file), f"search_spaces/reference/{file}.csv (shipped)"
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:

@@ -150,7 +150,7 @@ def unfinished_line(result: ExperimentResult) -> str:
 
 
 def reference_heading(check: ReferenceCheck) -> str:
-    return f"### Reproduction check: {check.experiment} against {check.reference.source} ({check.reference.kind})"
+    return f"### Reproduction check: {check.experiment} against {check.reference.source}, {check.reference.kind}"
 
 
 def reference_caption(check: ReferenceCheck) -> str:

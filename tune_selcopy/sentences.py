@@ -86,8 +86,8 @@ def _power_note(result: ExperimentResult, best_label: str) -> str:
         need = stats.seeds_for_possible_rejection(pairs, alpha)
         return (head + ", so no setting can be declared different from the best with these seeds, however large "
                 f"the difference. At least {need} untied seeds per setting are needed before a difference can show at all.")
-    return (head + ". 'Indistinguishable' names the smallest difference these seeds would have found "
-            f"with {evidence.POWER:.0%} power (at alpha/{pairs}, normal noise with the pair's pooled spread); "
+    return (head + ". 'Indistinguishable' comes with the difference these seeds would have found with "
+            f"{evidence.POWER:.0%} power (at {alpha:g}/{pairs}, for normal noise with the pair's pooled spread); "
             "smaller differences may exist.")
 
 
