@@ -572,7 +572,7 @@ def test_bad_reference_files_are_one_line_errors(capsys, tmp_path, published, ca
         "empty": "",
         "header only": "attnact,validation_sample_error%\n",
         "no metric": "attnact,validation_loss\nelu+1,0.1\n",
-        "not a number": "attnact,validation_sample_error%\nelu+1,0.5\ndpfp,n/a\n",
+        "not a number": "# a comment line\nattnact,validation_sample_error%\nelu+1,0.5\n\ndpfp,n/a\n",
         "ragged": "attnact,validation_sample_error%\nelu+1,0.5,7\n",
         "summary without trials": "attnact,validation_sample_error%,validation_sample_error% (std)\nelu+1,0.5,0.1\n",
         "repeated summary": "attnact,validation_sample_error%,validation_sample_error% (std),trials\n"
@@ -590,7 +590,7 @@ def test_bad_reference_files_are_one_line_errors(capsys, tmp_path, published, ca
         "empty": "no rows",
         "header only": "no rows",
         "no metric": "no column validation_sample_error% for --metric validation_sample_error%",
-        "not a number": "line 3: validation_sample_error% is 'n/a', not a finite number",
+        "not a number": "line 5: validation_sample_error% is 'n/a', not a finite number",  # the file's line
         "ragged": "line 2: the number of values differs from the header's",
         "summary without trials": "need a trials (or n) column",
         "repeated summary": "line 3: a second summary row for elu+1",

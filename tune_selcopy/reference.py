@@ -87,7 +87,7 @@ def _number(row: dict[str, str], column: str, line: int, source: str) -> float:
     except ValueError:
         value = math.nan
     if not math.isfinite(value):
-        raise UserError(f"reference {source} line {line}: {column} is {text!r}, not a finite number")
+        raise UserError(f"--reference {source} line {line}: {column} is {text!r}, not a finite number")
     return value
 
 
@@ -95,8 +95,9 @@ def read_reference(file: str, metric: str) -> Reference:
     """Parse a reference CSV (a path, or the name of a shipped reference) for ``metric``.
 
     Raises UserError, one line naming the file (and line), for a file that cannot be
-    read, has no rows, lacks the metric column, has a non-numeric value, repeats a
-    setting in summary rows, or has a summary count below 1 or a negative deviation.
+    read, has no rows, a ragged row or a multi-line value, lacks the metric column, has
+    a value that is not a finite number, repeats a setting in summary rows, or has a
+    summary count below 1 or a negative deviation.
     """
     path, source = Path(file), str(file)
     if not path.is_file() and "/" not in file and not file.endswith(".csv") and shipped(file):
@@ -105,9 +106,12 @@ def read_reference(file: str, metric: str) -> Reference:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"--reference {file}: cannot read ({one_line(e)})") from None
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    numbered = [(i, ln) for i, ln in enumerate(text.splitlines(), start=1)
+                if ln.strip() and not ln.lstrip().startswith("#")]
+    # the file's line number of each data row (the first kept line is the header)
+    line_of = [i for i, _ in numbered[1:]]
     try:
-        reader = csv.DictReader(io.StringIO("\n".join(lines)), strict=True)
+        reader = csv.DictReader(io.StringIO("\n".join(ln for _, ln in numbered)), strict=True)
         raw = list(reader)
         header = [h.strip() for h in (reader.fieldnames or [])]
     except csv.Error as e:
@@ -116,7 +120,9 @@ def read_reference(file: str, metric: str) -> Reference:
         raise UserError(f"--reference {file}: no rows (expected a CSV header line and one row per seed or setting)")
     if len(set(header)) != len(header):
         raise UserError(f"--reference {file}: repeated column names in the header")
-    ragged = [i for i, r in enumerate(raw, start=2) if None in r or None in r.values()]
+    if len(raw) != len(line_of):
+        raise UserError(f"--reference {file}: a quoted value spans lines; write one row per line")
+    ragged = [line for line, r in zip(line_of, raw) if None in r or None in r.values()]
     if ragged:  # DictReader files extra values under None and pads missing ones with None
         raise UserError(f"--reference {file} line {ragged[0]}: the number of values differs from the header's")
     rows = [{k.strip(): v for k, v in r.items()} for r in raw]
@@ -133,7 +139,7 @@ def read_reference(file: str, metric: str) -> Reference:
     settings: dict[tuple[str, ...], np.ndarray | evidence.Summary] = {}
     shown: dict[tuple[str, ...], tuple[str, ...]] = {}
     runs: dict[tuple[str, ...], list[float]] = {}
-    for line, row in enumerate(rows, start=2):
+    for line, row in zip(line_of, rows):
         key = tuple(normalize(row[k]) for k in keys)
         shown.setdefault(key, tuple(row[k].strip() for k in keys))
         mean = _number(row, value, line, file)
@@ -141,10 +147,10 @@ def read_reference(file: str, metric: str) -> Reference:
             runs.setdefault(key, []).append(mean)
             continue
         if key in settings:
-            raise UserError(f"reference {file} line {line}: a second summary row for {', '.join(shown[key])}")
+            raise UserError(f"--reference {file} line {line}: a second summary row for {', '.join(shown[key])}")
         n, std = _number(row, count, line, file), _number(row, f"{value} (std)", line, file)
         if n < 1 or n != int(n) or std < 0:
-            raise UserError(f"reference {file} line {line}: {count} must be a whole number >= 1 and "
+            raise UserError(f"--reference {file} line {line}: {count} must be a whole number >= 1 and "
                             f"{value} (std) >= 0 (got {n:g} and {std:g})")
         extremes = [_number(row, f"{value} {s}", line, file) if f"{value} {s}" in header else math.nan
                     for s in ("(min)", "(max)")]

@@ -1,9 +1,10 @@
 """The statistics behind the verdicts: small pure functions over arrays of per-seed values.
 
-Shapes: a *sample* is a 1-D array of per-seed values of one setting. The two-sample tests
-are batched: ``x`` of shape ``(m, n1)`` and ``y`` of shape ``(m, n2)`` hold m pairs of
-samples (one pair per row, finite values), and the result has shape ``(m,)``; 1-D inputs
-give 0-d results. ``batched`` runs such a test over pairs of unequal sizes. scipy does the
+Shapes: a *sample* is a 1-D array of the finite per-seed values of one setting. Every
+function is batched over rows: the one-sample statistics take ``x`` of shape ``(m, n)``
+(m samples of n seeds) and the two-sample tests ``x`` of shape ``(m, n1)`` and ``y`` of
+shape ``(m, n2)`` (m pairs); both return shape ``(m,)``, and 1-D inputs give 0-d
+results. ``batched`` runs them over samples of unequal sizes. scipy does the
 arithmetic wherever it has it; what is written here is the choice of method and the
 questions scipy does not answer directly (the smallest reachable p, Holm).
 """
