@@ -27,7 +27,7 @@ import sys
 
 from tune_selcopy.errors import UserError, one_line
 from tune_selcopy.evidence import ALPHA
-from tune_selcopy.reference import check_all
+from tune_selcopy.reference import check_all, read_reference
 from tune_selcopy.render import plot_curves, render_csv, render_json, render_markdown, unfinished_line
 from tune_selcopy.results import DEFAULT_METRIC, ExperimentResult, analyze
 
@@ -58,8 +58,9 @@ def report(
     """
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
+    ref = read_reference(reference, metric) if reference else None  # a bad file fails before the logs are read
     results = analyze(path, space=space, sort=sort, metric=metric, alpha=alpha)
-    checks = check_all(results, reference) if reference else None
+    checks = check_all(results, ref) if ref else None
     if plot:
         plot_curves(results, plot)
     if fmt == "csv":
@@ -109,8 +110,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
+        ref = read_reference(args.reference, args.metric) if args.reference else None
         results = analyze(args.path, space=args.space, sort=args.sort, metric=args.metric, alpha=args.alpha)
-        checks = check_all(results, args.reference) if args.reference else None
+        checks = check_all(results, ref) if ref else None
         if args.plot:
             plot_curves(results, args.plot)
     except UserError as e:

@@ -37,28 +37,28 @@ def display_value(v: object) -> str:
     return str(v)
 
 
-def fmt_float(v) -> str:
+def fmt_float(v: object) -> str:
     """pandas-like default float repr with 6 significant digits; empty for NaN."""
     return "" if missing(v) else f"{v:.6g}"
 
 
-def fmt_p(v) -> str:
+def fmt_p(v: object) -> str:
     """A p-value or probability with 3 significant digits; empty for NaN."""
     return "" if missing(v) else f"{v:.3g}"
 
 
-def fmt_params(v) -> str:
+def fmt_params(v: object) -> str:
     """A parameter count with thousands separators (``229,632``), or a range of them."""
     return "" if missing(v) else str(v) if isinstance(v, IntRange) else f"{int(v):,}"
 
 
-def fmt_minutes(v) -> str:
+def fmt_minutes(v: object) -> str:
     """Minutes as the published tables print them: 2 decimals, trailing zeros dropped
     (``1.51``, ``1.69``, ``1.9`` for 1.90, ``2`` for 2.00)."""
     return "" if missing(v) else f"{v:.2f}".rstrip("0").rstrip(".")
 
 
-def fmt_throughput(v) -> str:
+def fmt_throughput(v: object) -> str:
     """Training inputs per second as ``10,843/s``."""
     return "" if missing(v) else f"{v:,.0f}/s"
 

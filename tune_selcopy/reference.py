@@ -248,16 +248,15 @@ def _sentences(rows: pd.DataFrame, ref: Reference, alpha: float, tests: int) -> 
     return out
 
 
-def check_all(results: list[ExperimentResult], file: str) -> list[ReferenceCheck]:
+def check_all(results: list[ExperimentResult], ref: Reference) -> list[ReferenceCheck]:
     """Each experiment with finished trials whose varied keys include the reference's key
-    columns, checked against the reference in ``file``. UserError when there is none."""
+    columns, checked against ``ref``. UserError when there is none."""
     ready = [r for r in results if r.settings]
     if not ready:
-        raise UserError(f"--reference {file}: no experiment has finished trials to compare yet")
-    ref = read_reference(file, ready[0].metric)
+        raise UserError(f"--reference {ref.source}: no experiment has finished trials to compare yet")
     checks = [check(r, ref) for r in ready if all(k in r.varied_keys for k in ref.keys)]
     if not checks:
         found = "; ".join(f"{r.experiment}: {', '.join(r.varied_keys)}" for r in ready)
-        raise UserError(f"--reference {file}: its key columns ({', '.join(ref.keys)}) are not grid keys of any "
+        raise UserError(f"--reference {ref.source}: its key columns ({', '.join(ref.keys)}) are not grid keys of any "
                         f"experiment with finished trials ({found})")
     return checks

@@ -150,10 +150,12 @@ def unfinished_line(result: ExperimentResult) -> str:
 
 
 def reference_heading(check: ReferenceCheck) -> str:
+    """The markdown heading of a reproduction check."""
     return f"### Reproduction check: {check.experiment} against {check.reference.source}, {check.reference.kind}"
 
 
 def reference_caption(check: ReferenceCheck) -> str:
+    """The paragraph above the reproduction check's table: the test, the family, the verdicts."""
     test = ("Welch's t-test from the reference's mean, std and n" if check.reference.kind == "summary rows"
             else "two-sided Mann-Whitney U test of our seeds against the reference's")
     return (
@@ -166,6 +168,7 @@ def reference_caption(check: ReferenceCheck) -> str:
 
 
 def reference_table(check: ReferenceCheck) -> tuple[list[str], list[list[str]], list[str]]:
+    """(headers, formatted rows, alignments) of the reproduction check: both sides, test, verdict."""
     keys = check.reference.keys
     headers = (list(keys) + [f"ours {c}" for c in SIDE_COLUMNS] + [f"reference {c}" for c in SIDE_COLUMNS]
                + ["test", "p", "Holm p", "min Holm p", f"detectable ({evidence.POWER:.0%})", "verdict"])
