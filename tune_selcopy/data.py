@@ -270,6 +270,15 @@ class SwapStream:
         exclude: tuple[str, ...] = (),
         device: torch.device | str = "cpu",
     ):
+        lo, hi = self.check(input_length, num_items, num_operations)
+        self.seed = seed
+        self.input_length, self.num_items, self.ops_range = input_length, num_items, (lo, hi)
+        self.device = torch.device(device)
+        self.excluded = torch.unique(SwapBatch.parse(exclude, self.device).keys()) if exclude else None
+
+    @staticmethod
+    def check(input_length: int, num_items: int, num_operations: IntOrRange) -> tuple[int, int]:
+        """The op-count range ``(lo, hi)``; ``UserError`` for settings the stream cannot draw."""
         lo, hi = (num_operations, num_operations) if isinstance(num_operations, int) else num_operations
         if not (2 <= input_length <= 5 and input_length <= num_items <= 26 and 1 <= lo <= hi <= MAX_SWAPS):
             raise UserError(
@@ -277,10 +286,7 @@ class SwapStream:
                 f"input_length..26 and 1..{MAX_SWAPS} swaps; got input_length={input_length}, "
                 f"num_items={num_items}, num_operations={num_operations}"
             )
-        self.seed = seed
-        self.input_length, self.num_items, self.ops_range = input_length, num_items, (lo, hi)
-        self.device = torch.device(device)
-        self.excluded = torch.unique(SwapBatch.parse(exclude, self.device).keys()) if exclude else None
+        return lo, hi
 
     def _draw(self, count: int, generator: torch.Generator) -> SwapBatch:
         lo, hi = self.ops_range
