@@ -143,6 +143,15 @@ def test_train_cli_unusable_checkpoint_dir_fails_before_training(tmp_path, capsy
         assert time.monotonic() - started < 10
 
 
+@pytest.mark.parametrize("args, expected", [(["validation", "--count", "0"], "--count must be >= 1"),
+                                            (["bogus"], "invalid choice: 'bogus'")])
+def test_data_cli_bad_input_is_one_line(capsys, args, expected):
+    from tune_selcopy import data
+
+    assert data.main(args) == 2
+    assert expected in one_error_line(capsys.readouterr().err)
+
+
 # --- run: bad input stops before Ray starts ---------------------------------------------------
 
 
@@ -195,17 +204,36 @@ def test_ray_address_from_the_environment_is_checked_too(tmp_path, capsys, monke
     assert "cannot reach Ray cluster" in one_error_line(capsys.readouterr().err)
 
 
-def test_unreachable_object_store_times_out_in_one_line(tmp_path):
-    """gs:// without network hangs inside pyarrow for minutes; the probe gives up."""
+@pytest.mark.parametrize("uri", ["gs://tune-selcopy-test/x", "s3://tune-selcopy-test/x"])
+def test_unreachable_object_store_is_one_line_within_seconds(uri):
+    """Without network (or credentials) gs:// hangs inside pyarrow for minutes and s3://
+    fails after Ray started; the probe gives up first. Run in a child process: the
+    hanging pyarrow call cannot be cancelled, only left behind."""
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "tune_selcopy.run", "attn_act", *TINY, "--storage", "gs://tune-selcopy-test/x"],
+        [sys.executable, "-m", "tune_selcopy.run", "attn_act", *TINY, "--storage", uri],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
     assert result.returncode == 2
     line = one_error_line(result.stderr)
-    assert "storage gs://tune-selcopy-test/x" in line  # "did not answer within" offline, "not writable" online
+    assert f"storage {uri}" in line  # "did not answer within 10 s" offline, "is not writable" online
     assert time.monotonic() - started < 30
+
+
+def test_read_only_storage_is_one_line(tmp_path, capsys):
+    """A read-only filesystem (root ignores folder permissions, so mount one)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount here: {mounted.stderr.decode().strip()}")
+    try:
+        assert run.main(["attn_act", *TINY, "--storage", str(ro / "results")]) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert f"storage {ro / 'results'} is not writable" in line and "Read-only file system" in line
+        assert not ray_started()
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], capture_output=True)
 
 
 def test_resume_rejects_new_sweep_options(tmp_path, capsys):
