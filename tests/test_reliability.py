@@ -174,6 +174,7 @@ def test_data_cli_bad_input_is_one_line(capsys, args, expected):
         (["--val-count", "0"], "val_count 0 must be in 1..10000"),
         (["--bogus"], "unrecognized arguments: --bogus (see python -m tune_selcopy.run --help)"),
         (["--trials", "two"], "argument --trials: invalid int value: 'two'"),
+        (["--gpus-per-trial", "inf"], "argument --gpus-per-trial: invalid finite value: 'inf'"),
         (["--address", "127.0.0.1:6379", "--local-cpus", "2"], "--local-cpus/--local-gpus declare an embedded Ray"),
         (["--address", "notahost"], "expected host:port, ray://host:port or auto"),
         (["--address", "no-such-host.invalid:6379"], "unknown host 'no-such-host.invalid'"),

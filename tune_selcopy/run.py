@@ -539,6 +539,14 @@ def print_report(settings: SweepSettings, logs_at: str) -> None:
     print(f"logs: {logs_at}  (pandas.read_parquet reads the folder)")
 
 
+def finite(text: str) -> float:
+    """argparse type: a float that is neither inf nor nan."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m tune_selcopy.run", description=__doc__.split("\n\n")[0])
     p.add_argument("space", help=f"search space: {', '.join(available_spaces())}")
@@ -546,17 +554,17 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--trials", type=int, help="seeds per setting (default: the space's)")
     p.add_argument("--max-inputs", type=int, help="training inputs per trial (default: the space's)")
     p.add_argument("--val-count", type=int, help="validation samples (a prefix of the reference 10,000)")
-    p.add_argument("--cpus-per-trial", type=float, help="default 1")
-    p.add_argument("--gpus-per-trial", type=float, help="default 0.25 on a cluster with GPUs, else 0")
+    p.add_argument("--cpus-per-trial", type=finite, help="default 1")
+    p.add_argument("--gpus-per-trial", type=finite, help="default 0.25 on a cluster with GPUs, else 0")
     p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="folder or URI (file://, s3://, gs://)")
     p.add_argument("--name", help="experiment name (default: SPACE-YYYYmmdd-HHMMSS)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted sweep (default: the latest)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else embedded Ray)")
-    p.add_argument("--wait-for-nodes", type=float, default=0, metavar="SECONDS",
+    p.add_argument("--wait-for-nodes", type=finite, default=0, metavar="SECONDS",
                    help="on an autoscaling cluster, wait this long for a node that fits a trial")
     p.add_argument("--local-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
-    p.add_argument("--local-gpus", type=float, help="GPUs of the embedded Ray (default: torch's count)")
+    p.add_argument("--local-gpus", type=finite, help="GPUs of the embedded Ray (default: torch's count)")
     return p
 
 
