@@ -390,16 +390,21 @@ def test_infeasible_request_on_a_joined_cluster_fails_fast(tmp_path, capsys):
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 1})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0})
     try:
         started = time.monotonic()
         code = run.main(["attn_act", "--trials", "1", *TINY, "--address", cluster.address,
                          "--gpus-per-trial", "2", "--storage", str(tmp_path), "--name", "infeasible"])
         assert code == 2 and time.monotonic() - started < 60
         assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
-            "error: no node can run a trial asking CPU 1, GPU 2: the nodes have CPU 2, GPU 1; lower"
+            "error: no node can run a trial asking CPU 1, GPU 2: the nodes have CPU 2, GPU 0; lower"
         )
         assert list(tmp_path.iterdir()) == []  # the name was released
+        # Waiting for nodes on a cluster without GPUs yet: the GPU share must be said.
+        ray.shutdown()  # main() leaves its driver connected, as a CLI process would until exit
+        assert run.main(["attn_act", "--trials", "1", *TINY, "--address", cluster.address,
+                         "--wait-for-nodes", "5", "--storage", str(tmp_path)]) == 2
+        assert "the cluster has no GPU yet" in capsys.readouterr().err
     finally:
         ray.shutdown()
         cluster.shutdown()
