@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import textwrap
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,8 +117,8 @@ def _commands(lines: list[str], source: str) -> list[Command]:
 
 def readme_commands() -> list[Command]:
     """Every command in the ```bash blocks of cluster/README.md."""
-    blocks = re.findall(r"^```bash\n(.*?)^```", README.read_text(), flags=re.S | re.M)
-    return [c for block in blocks for c in _commands(block.splitlines(), "cluster/README.md")]
+    blocks = re.findall(r"^[ \t]*```bash\n(.*?)^[ \t]*```", README.read_text(), flags=re.S | re.M)
+    return [c for block in blocks for c in _commands(textwrap.dedent(block).splitlines(), "cluster/README.md")]
 
 
 def header_commands(name: str) -> list[Command]:
