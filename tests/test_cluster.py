@@ -325,6 +325,110 @@ def test_broken_copy_is_rejected(name, breakage, reason):
         _validated(cfg)  # ... the broken copy does not
 
 
+# --------------------------------------------------------------------------- node_config vs the cloud APIs
+# Ray passes each node type's node_config to the cloud's create call without looking
+# inside; these are the APIs' own request schemas (tests/schemas/README.md).
+SCHEMAS = ROOT / "tests" / "schemas"
+
+
+def gce_instance_schema() -> dict:
+    """The body of Compute Engine's instances.insert (an Instance) as JSON Schema.
+
+    From the API's discovery document: Google APIs reject JSON fields they do not know
+    ("Unknown name ... Cannot find field"), so every object is closed; int64 fields are
+    strings in the document, and the API takes them as JSON numbers too.
+    """
+    doc = json.loads((SCHEMAS / "gce-compute-v1-instance.json").read_text())
+
+    def convert(node: dict) -> dict:
+        if "$ref" in node:
+            return {"$ref": f"#/definitions/{node['$ref']}"}
+        if node.get("type") == "string" and node.get("format") in ("int64", "uint64"):
+            return {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": "^-?[0-9]+$"}]}
+        out = {k: node[k] for k in ("type", "enum") if k in node}
+        if "items" in node:
+            out["items"] = convert(node["items"])
+        if node.get("type") == "object":
+            out["properties"] = {k: convert(v) for k, v in node.get("properties", {}).items()}
+            extra = node.get("additionalProperties")
+            out["additionalProperties"] = convert(extra) if extra else False
+        return out
+
+    return {"$ref": f"#/definitions/{doc['request']}",
+            "definitions": {name: convert(schema) for name, schema in doc["schemas"].items()}}
+
+
+def ec2_run_instances_schema() -> dict:
+    """The input of EC2 RunInstances (what Ray's create_instances(**node_config) sends)
+    as JSON Schema: what boto3 checks before sending (unknown or missing parameters,
+    types) and the service model's enums, which EC2 checks."""
+    doc = json.loads((SCHEMAS / "ec2-2016-11-15-run-instances.json").read_text())
+    scalar = {"string": "string", "integer": "integer", "long": "integer", "boolean": "boolean",
+              "float": "number", "double": "number", "blob": "string", "timestamp": ["string", "number"]}
+
+    def ref(name: str) -> dict:
+        return {"$ref": f"#/definitions/{name}"}
+
+    def convert(shape: dict) -> dict:
+        kind = shape["type"]
+        if kind == "structure":
+            out = {"type": "object", "additionalProperties": False,
+                   "properties": {k: ref(m["shape"]) for k, m in shape["members"].items()}}
+            return {**out, "required": shape["required"]} if shape.get("required") else out
+        if kind == "list":
+            return {"type": "array", "items": ref(shape["member"]["shape"])}
+        if kind == "map":
+            return {"type": "object", "additionalProperties": ref(shape["value"]["shape"])}
+        return {"type": scalar[kind], **({"enum": shape["enum"]} if "enum" in shape else {})}
+
+    return {**ref(doc["input"]), "definitions": {name: convert(s) for name, s in doc["shapes"].items()}}
+
+
+CLOUD_SCHEMAS = {"gcp": gce_instance_schema, "aws": ec2_run_instances_schema}
+
+
+def _api_request(provider: str, node_config: dict) -> dict:
+    """What Ray sends for one node: on AWS with the counts it adds (and without its own
+    SubnetIds key, which it turns into SubnetId)."""
+    if provider == "aws":
+        return {k: v for k, v in node_config.items() if k != "SubnetIds"} | {"MinCount": 1, "MaxCount": 1}
+    return node_config
+
+
+def _api_errors(provider: str, node_config: dict) -> list[str]:
+    validator = jsonschema.Draft4Validator(CLOUD_SCHEMAS[provider]())
+    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in validator.iter_errors(_api_request(provider, node_config))]
+
+
+def test_node_configs_pass_the_cloud_api_schema(launcher):
+    _, cfg = launcher
+    for node_type in cfg["available_node_types"].values():
+        assert _api_errors(cfg["provider"]["type"], node_type["node_config"]) == []
+
+
+# (provider, breakage of the GPU worker's node_config, the API's complaint)
+NODE_CONFIG_BREAKAGES = [
+    ("gcp", lambda nc: nc.update(scheduling=[{"onHostMaintenance": "TERMINATE"}]), "is not of type 'object'"),
+    ("gcp", lambda nc: nc["scheduling"].update(onHostMaintenance="terminate"), "is not one of ['MIGRATE', 'TERMINATE']"),
+    ("gcp", lambda nc: nc.update(machineTyp=nc.pop("machineType")), "'machineTyp' was unexpected"),
+    ("aws", lambda nc: nc.update(InstanceTyp=nc.pop("InstanceType")), "'InstanceTyp' was unexpected"),
+    ("aws", lambda nc: nc.update(InstanceType="g5.xlarg"), "'g5.xlarg' is not one of"),
+    ("aws", lambda nc: nc["BlockDeviceMappings"][0]["Ebs"].update(VolumeSize="100GB"), "is not of type 'integer'"),
+]
+
+
+@pytest.mark.parametrize("provider, breakage, message", NODE_CONFIG_BREAKAGES,
+                         ids=["gcp-scheduling-list", "gcp-enum-case", "gcp-typo", "aws-typo", "aws-instance-type",
+                              "aws-volume-size"])
+def test_broken_node_config_is_rejected_by_the_api_schema(provider, breakage, message):
+    cfg = load({"gcp": "gcp-gpu.yaml", "aws": "aws-gpu.yaml"}[provider])
+    node_config = copy.deepcopy(next(iter(_gpu_types(cfg).values()))["node_config"])
+    breakage(node_config)
+    errors = _api_errors(provider, node_config)
+    assert len(errors) == 1 and message in errors[0], errors
+
+
 # --------------------------------------------------------------------------- documented commands
 def _documented() -> list:
     return readme_commands() + [c for name in LAUNCHER_CONFIGS for c in header_commands(name)]
