@@ -421,7 +421,9 @@ def test_lost_worker_trials_resume_on_a_new_worker(cluster, timeline, tmp_path):
                     rows.groupby("trial_id").size().min() < 2:  # a checkpoint or two each
                 assert job.poll() is None and time.monotonic() < deadline, "no progress to interrupt"
                 time.sleep(0.3)
-            (victim,) = set(rows["node_id"])
+            nodes = set(rows["node_id"])
+            assert len(nodes) == 1, f"both trials should share the one worker asked for: {nodes}"
+            (victim,) = nodes
             killed_at = timeline.mark(f"worker {victim[-5:]} killed")
             cluster.kill_node(victim)
             code = job.wait(timeout=600)
