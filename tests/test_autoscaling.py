@@ -41,8 +41,10 @@ PY = sys.executable
 LAUNCHER_CONFIG = "aws-gpu.yaml"
 TINY = ["--max-inputs", "2000", "--val-count", "200"]
 VALIDATIONS = 10  # rows per finished trial at these sizes
-# The config's 5-minute idle timeout, shortened so a test sees the scale-down.
-IDLE_TIMEOUT_MINUTES = 0.1
+# The config's 5-minute idle timeout, shortened so a test sees the scale-down. Not much
+# shorter: a raylet counts idle time from its start, and on a loaded machine a new
+# worker can take seconds to register and get its first trial.
+IDLE_TIMEOUT_MINUTES = 10 / 60
 # A worker whose raylet stops reporting is replaced after this long (Ray's default: 30 s).
 HEARTBEAT_TIMEOUT_S = 10
 
