@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tune_selcopy.errors import UserError, one_line
+from tune_selcopy.errors import ArgumentParser, UserError, one_line
 from tune_selcopy.evidence import ALPHA
 from tune_selcopy.reference import check_all, read_reference
 from tune_selcopy.render import plot_curves, render_csv, render_json, render_markdown, unfinished_line
@@ -79,15 +79,8 @@ def notes(results: list[ExperimentResult]) -> list[str]:
     return out
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors become a UserError (one line, exit code 2)."""
-
-    def error(self, message: str):  # type: ignore[override]
-        raise UserError(f"{message} (see --help)")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = ArgumentParser(
         prog="python -m tune_selcopy.analyze",
         description="Grouped result tables, statistical evidence, reproduction checks and plots from "
         "tune_selcopy Parquet trial logs.",
@@ -116,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.plot:
             plot_curves(results, args.plot)
     except UserError as e:
-        print(f"error: {one_line(e, 1000)}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     if args.fmt == "csv":
         sys.stdout.write(render_csv(results, checks))
