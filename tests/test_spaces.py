@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tune_selcopy import run
 from tune_selcopy.errors import UserError
 from tune_selcopy.spaces import ResolvedSpace, coerce, load_space, parse_sets
 
@@ -126,7 +127,7 @@ def test_exclude_matching_nothing_is_a_warning(tmp_path):
     path.write_text("seeds: 1\ngrid: {qkv: [QK, QKV]}\nexclude:\n  - {qkv: KV}\n")
     resolved = load_space(str(path)).resolve()
     assert resolved.name == "s" and len(resolved.settings) == 2
-    assert resolved.warnings == ["exclude entry 1 (qkv=KV) matches no combination"]
+    assert resolved.warnings == [f"space file {path}: exclude entry 1 (qkv=KV) matches no combination"]
 
 
 @pytest.mark.parametrize(
@@ -195,3 +196,60 @@ def test_resolved_space_is_plain_data():
     assert again == resolved and len(again.trials()) == 32
     with pytest.raises(UserError, match="^not a saved search space"):
         ResolvedSpace.from_data({"name": "x"})
+
+
+# --- the command line: one-line errors, exit 2 ---------------------------------------------
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    rc = run.main([*args, "--dry-run"])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("seeds: 1\ngrid:\n  qkv: [QK, QV\n  attnact: [dpfp]\n", "is not valid YAML: line 4, column 10"),
+        ("seeds: 1\ngrid: {qkv: [QK]}\nsteps: 3\n", "unknown key steps"),
+        ("seeds: 1\ngrid: {qkv: QK}\n", "grid qkv: expected a non-empty list of values"),
+        (None, "does not exist"),
+    ],
+)
+def test_space_file_errors_on_the_command_line(capsys, tmp_path, text, message):
+    path = tmp_path / "space.yaml"
+    if text is not None:
+        path.write_text(text)
+    rc, out, err = cli(capsys, str(path))
+    assert rc == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith(f"error: space file {path}") and message in err
+
+
+def test_exclude_matching_nothing_warns_on_the_command_line(capsys, tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("seeds: 2\ngrid: {qkv: [QK, QKV]}\nexclude: [{qkv: KV}]\n")
+    rc, out, err = cli(capsys, str(path))
+    assert rc == 0 and "2 settings, 4 trials" in out
+    assert err == f"warning: space file {path}: exclude entry 1 (qkv=KV) matches no combination\n"
+
+
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["attnact=dpfp"], "error: space attn_act: attnact: a grid key cannot be set; settable: num_layers, channels"),
+        (["chanels=32"], "error: --set chanels: not a trial-config key a space can set; those are: attn, qkv"),
+        (["channels=3.5"], "error: --set channels: '3.5' is not an integer"),
+        (["max_inputs=640"], "error: max_inputs given both by --set and by its own flag"),
+    ],
+)
+def test_set_errors_on_the_command_line(capsys, sets, message):
+    rc, out, err = cli(capsys, "attn_act", *(a for s in sets for a in ("--set", s)), "--max-inputs", "640")
+    assert rc == 2 and out == "" and err.count("\n") == 1 and err.startswith(message)
+
+
+def test_dry_run_of_a_reference_file_says_what_it_dropped_and_ignored(capsys):
+    rc, out, err = cli(capsys, str(REFERENCE / "attn_invent.yml"), "--set", "channels=32")
+    assert rc == 0 and err == ""
+    assert "note: dropped 32 of 48 combinations whose config is invalid" in out
+    assert "note: ignored (code strings and settings this tool does not read): experiment_name, trainer" in out
+    assert "16 settings, 160 trials" in out and "model params    61,568  x 10 seeds" in out

@@ -983,7 +983,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Grouped result tables, statistical evidence and plots from tune_selcopy Parquet trial logs.",
     )
     p.add_argument("path", metavar="PATH", help="results folder of one sweep, or a parent of several (local or URI)")
-    p.add_argument("--space", metavar="NAME", help="only trials of this search space")
+    p.add_argument("--space", metavar="SPACE", help="only trials of this search space (a name or its .yaml file)")
     p.add_argument("--sort", metavar="COLUMN", help="sort column (default: validation_sample_error%%, worst first); "
                    "append :asc or :desc")
     p.add_argument("--format", dest="fmt", choices=FORMATS, default="markdown", help="output format")
@@ -998,7 +998,12 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         if args.fmt not in FORMATS:
             raise UserError(f"--format {args.fmt!r}: choose from {', '.join(FORMATS)}")
-        results = analyze(args.path, space=args.space, sort=args.sort, metric=args.metric)
+        space = args.space
+        if space is not None:  # imported here: spaces needs torch, reading logs does not
+            from tune_selcopy.spaces import space_name_of
+
+            space = space_name_of(space)
+        results = analyze(args.path, space=space, sort=args.sort, metric=args.metric)
         if args.plot:
             plot_curves(results, args.plot)
     except UserError as e:

@@ -23,7 +23,7 @@ import pyarrow.fs as pafs
 from tune_selcopy import logs
 from tune_selcopy.errors import UserError
 from tune_selcopy.model import ConvTextModel
-from tune_selcopy.spaces import Space, available_spaces, load_space
+from tune_selcopy.spaces import ResolvedSpace, available_spaces, load_space, parse_sets, space_name_of
 from tune_selcopy.train import TrialConfig
 
 RUN_FILE = "tune_selcopy.json"  # the sweep's own settings, read back by --resume
@@ -44,6 +44,14 @@ class SweepSettings:
     cpus_per_trial: float
     gpus_per_trial: float
     max_concurrent: int | None
+    # The resolved space (ResolvedSpace.to_data()): --resume runs exactly this, whatever the
+    # space file or the flags say by then. None in sweeps saved before space files existed.
+    resolved_space: dict[str, Any] | None = None
+
+    def resolve_space(self) -> ResolvedSpace:
+        if self.resolved_space is None:
+            return load_space(self.space).resolve(self.overrides(), self.trials)
+        return ResolvedSpace.from_data(self.resolved_space)
 
     def overrides(self) -> dict[str, Any]:
         return trial_overrides(self.max_inputs, self.val_count)
@@ -57,11 +65,11 @@ def trial_overrides(max_inputs: int | None, val_count: int | None) -> dict[str, 
 # --- Dry run ----------------------------------------------------------------------------
 
 
-def dry_run(space: Space, trials: int | None, overrides: dict[str, Any]) -> str:
-    """One line per setting with its model parameter count, then the totals."""
-    configs = space.settings(overrides)
-    seeds = trials or space.seeds
-    lines = [f"space {space.name}: {space.description}"]
+def dry_run(space: ResolvedSpace) -> str:
+    """What the resolution dropped or ignored, one line per setting with its model
+    parameter count, then the totals."""
+    configs, seeds = space.settings, space.seeds
+    lines = [f"space {space.name}: {space.description}", *(f"note: {note}" for note in space.notes)]
     for config in configs:
         params = ConvTextModel(TrialConfig.from_dict(config).model_config()).num_params()
         lines.append(f"  {space.setting_label(config):<45} model params {params:>9,}  x {seeds} seeds")
@@ -206,7 +214,7 @@ def write_plot(settings: SweepSettings, logs_at: str) -> str:
 # --- The sweep --------------------------------------------------------------------------
 
 
-def run_sweep(space: Space, settings: SweepSettings, resume: bool, wait_s: float) -> int:
+def run_sweep(space: ResolvedSpace, settings: SweepSettings, resume: bool, wait_s: float) -> int:
     """Launch (or resume) the sweep, print the table; return the exit code."""
     from ray import tune
 
@@ -217,7 +225,7 @@ def run_sweep(space: Space, settings: SweepSettings, resume: bool, wait_s: float
     run = RunInfo(
         experiment=settings.name,
         space=space.name,
-        varied_keys=",".join(space.grid),
+        varied_keys=",".join(space.columns),
         logs=logs.logs_uri(settings.storage, settings.name),
         cpus_per_trial=settings.cpus_per_trial,
         gpus_per_trial=settings.gpus_per_trial,
@@ -243,11 +251,11 @@ def run_sweep(space: Space, settings: SweepSettings, resume: bool, wait_s: float
             storage_filesystem=fs,
         )
     else:
-        trials = space.trials(settings.trials, settings.overrides())
+        trials = space.trials()
         for trial in trials:
             trial["setting"] = space.setting_label(trial)
         reporter = tune.CLIReporter(
-            parameter_columns={f"trial/{key}": key for key in [*space.grid, "seed"]},
+            parameter_columns={f"trial/{key}": key for key in [*space.columns, "seed"]},
             metric_columns={
                 "num_inputs": "inputs",
                 "validation_sample_error%": "val sample err%",
@@ -290,7 +298,10 @@ def run_sweep(space: Space, settings: SweepSettings, resume: bool, wait_s: float
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tune_selcopy.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("space", help=f"search space: {', '.join(available_spaces())}")
+    p.add_argument("space", nargs="?", help=f"search space: {', '.join(available_spaces())}, or a .yaml space file "
+                   "(ours or a reference experiment file); not needed with --resume --name")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="replace a fixed trial-config value (repeatable): --set channels=32 --set dilation=1,2,3")
     p.add_argument("--dry-run", action="store_true", help="list settings and parameter counts, train nothing")
     p.add_argument("--trials", type=int, help="seeds per setting (default: the space's)")
     p.add_argument("--max-inputs", type=int, help="training inputs per trial (default: the space's)")
@@ -312,21 +323,33 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        space = load_space(args.space)
         storage = args.storage if "://" in args.storage else os.path.abspath(args.storage)
-        overrides = trial_overrides(args.max_inputs, args.val_count)
-        if args.dry_run:
-            print(dry_run(space, args.trials, overrides))
-            return 0
         if args.resume:
-            name = args.name or latest_sweep(storage, space.name)
+            if args.space is None and args.name is None:
+                raise UserError("--resume needs a SPACE (its latest sweep) or --name NAME")
+            name = args.name or latest_sweep(storage, space_name_of(args.space))
             settings = load_settings(storage, name)
-            if settings.space != space.name:
-                raise UserError(f"sweep {name} ran space {settings.space}, not {space.name}")
+            if args.space is not None and settings.space != space_name_of(args.space):
+                raise UserError(f"sweep {name} ran space {settings.space}, not {args.space}")
+            space = settings.resolve_space()
         else:
+            if args.space is None:
+                raise UserError("give a SPACE: a module name or a .yaml space file")
+            sets = parse_sets(args.set)
+            flags = trial_overrides(args.max_inputs, args.val_count)
+            if set(sets) & set(flags):
+                raise UserError(f"{', '.join(sorted(set(sets) & set(flags)))} given both by --set and by its own flag")
+            space = load_space(args.space).resolve({**sets, **flags}, args.trials)
+            for warning in space.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+        if args.dry_run:
+            print(dry_run(space))
+            return 0
+        if not args.resume:
             from tune_selcopy.wiring import check_wiring
 
-            check_wiring(space.settings(overrides), space.varied_keys)
+            print("".join(f"note: {note}\n" for note in space.notes), end="")
+            check_wiring(space.settings, space.varied_keys)
         print(connect(args.address, args.local_cpus, args.local_gpus), flush=True)
         if not args.resume:
             cpus, gpus = default_resources(args.cpus_per_trial, args.gpus_per_trial)
@@ -340,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
                 cpus_per_trial=cpus,
                 gpus_per_trial=gpus,
                 max_concurrent=args.max_concurrent,
+                resolved_space=space.to_data(),
             )
         print(
             f"sweep {settings.name}: space {space.name}, {settings.cpus_per_trial:g} CPU and "

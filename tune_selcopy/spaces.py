@@ -221,9 +221,10 @@ class Space:
         """
         where = f"space file {self.source}" if self.source else f"space {self.name}"
         try:
-            return self._resolve(dict(overrides or {}), self.seeds if seeds is None else seeds)
+            resolved = self._resolve(dict(overrides or {}), self.seeds if seeds is None else seeds)
         except UserError as exc:
             raise UserError(f"{where}: {exc}") from None
+        return dataclasses.replace(resolved, warnings=[f"{where}: {w}" for w in resolved.warnings])
 
     def _resolve(self, overrides: dict[str, Any], seeds: int) -> ResolvedSpace:
         clash = [key for key in overrides if key in self.grid]
@@ -319,6 +320,12 @@ def load_space(spec: str) -> Space:
     if not isinstance(space, Space):
         raise UserError(f"search_spaces/{spec}.py defines no SPACE = Space(...)")
     return space
+
+
+def space_name_of(spec: str) -> str:
+    """The space name a SPACE argument stands for (logs and saved sweeps carry names):
+    a module name is itself, a file declares its own (a missing file is an error)."""
+    return load_space_file(spec).name if is_space_file(spec) else spec
 
 
 def read_yaml(path: str) -> Any:

@@ -397,8 +397,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--checkpoint-dir", default=None, help="save after each validation; resume if present")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other trial-config value, applied after the flags above (repeatable)")
     args = parser.parse_args(argv)
     try:
+        from tune_selcopy.spaces import parse_sets  # spaces imports this module
+
         config = TrialConfig.from_dict(
             {
                 "attn": args.attn,
@@ -408,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
                 "max_inputs": args.max_inputs,
                 "val_count": args.val_count,
                 "warmup_steps": args.warmup_steps,
+                **parse_sets(args.set),
             }
         )
         trial = Trial(config, device=args.device, threads=args.threads)
