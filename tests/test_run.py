@@ -97,15 +97,20 @@ def test_unknown_space_is_one_line_error():
     ]
 
 
-def test_miswired_space_is_refused(monkeypatch, capsys):
-    """The published bug: attnact never reaches the model. The guard names the key."""
+@pytest.mark.parametrize("space", ["attn_act", str(ROOT / "search_spaces/reference/attn_act.yml"), "act.yaml"])
+def test_miswired_space_is_refused(monkeypatch, capsys, tmp_path, space):
+    """The published bug: attnact never reaches the model. The guard names the key, for a
+    module, a reference experiment file and a space file alike."""
+    if space == "act.yaml":
+        space = str(tmp_path / space)
+        Path(space).write_text("seeds: 2\ngrid: {attnact: [elu+1, dpfp]}\n")
     original = train.TrialConfig.model_config
     monkeypatch.setattr(
         train.TrialConfig,
         "model_config",
         lambda self: dataclasses.replace(original(self), attention_activation="elu+1"),
     )
-    assert run.main(["attn_act", *TINY, "--storage", "/nonexistent/never-written"]) == 2
+    assert run.main([space, *TINY, "--storage", "/nonexistent/never-written"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "miswired search space: key 'attnact' changes nothing" in err

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tune_selcopy import run
+from tune_selcopy import run, train
 from tune_selcopy.errors import UserError
 from tune_selcopy.spaces import ResolvedSpace, coerce, load_space, parse_sets
 
@@ -253,3 +253,12 @@ def test_dry_run_of_a_reference_file_says_what_it_dropped_and_ignored(capsys):
     assert "note: dropped 32 of 48 combinations whose config is invalid" in out
     assert "note: ignored (code strings and settings this tool does not read): experiment_name, trainer" in out
     assert "16 settings, 160 trials" in out and "model params    61,568  x 10 seeds" in out
+
+
+def test_train_takes_set(capsys):
+    args = ["--set", "channels=32", "--set", "num_validations=1", "--max-inputs", "64", "--val-count", "16"]
+    assert train.main(args) == 0
+    out = capsys.readouterr().out
+    assert " channels=32 " in out and "model params 61,568" in out
+    assert train.main(["--set", "channels=x"]) == 2
+    assert capsys.readouterr().err == "error: --set channels: 'x' is not an integer\n"

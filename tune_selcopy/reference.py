@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tune_selcopy.errors import UserError
-from tune_selcopy.spaces import PER_LAYER, Space, coerce, space_name
+from tune_selcopy.spaces import Space, coerce, space_name
 from tune_selcopy.train import TrialConfig
 
 # Published short name -> trial-config key.
@@ -122,7 +122,7 @@ def _matrix(matrix: Any) -> tuple[dict[str, list[Any]], int, list[str]]:
                 if not any(value is a or (type(value) is type(a) and value == a) for a in accepted):
                     raise UserError(f"matrix key {key!r}: {value!r} cannot be honoured: {meaning}")
         else:
-            if SHORT_NAMES[key] in PER_LAYER:
+            if key in ("attn", "dil"):
                 values = [_per_layer(key, value, layers) for value in values]
             grid[SHORT_NAMES[key]] = [_value(key, value) for value in values]
     return grid, seeds, notes

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import itertools
+import math
 import os
 import pkgutil
 import re
@@ -38,7 +39,6 @@ from tune_selcopy.train import TrialConfig
 
 # Trial-config keys a space may set; the seed is the dimension a sweep repeats.
 FIELD_TYPES: dict[str, Any] = {k: v for k, v in typing.get_type_hints(TrialConfig).items() if k != "seed"}
-PER_LAYER = ("attn", "dilation")  # lists with one entry per layer
 SPACE_FILE_SUFFIXES = (".yaml", ".yml")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -96,15 +96,17 @@ def _typed(key: str, value: Any) -> Any:
     raise TypeError(value)
 
 
-def _layer_siblings(key: str, value: Any) -> dict[str, Any]:
-    """Per-layer values sized to ``value``, so that a per-layer value can be judged alone."""
-    if key in PER_LAYER:
-        layers = len(value)
-    elif key == "num_layers":
-        layers = value
-    else:
-        return {}
-    return {"num_layers": layers, "attn": (0,) * layers, "dilation": (1,) * layers}
+def _siblings(key: str, value: Any) -> dict[str, Any]:
+    """Other values sized to fit ``value`` (layer count, channels for the head counts), so
+    that a value is judged alone and only combinations can be invalid together."""
+    if key == "attn":
+        heads = [a for a in value if a is not True and a > 0]
+        return {"num_layers": len(value), "dilation": (1,) * len(value), "channels": math.lcm(*heads)}
+    if key == "dilation":
+        return {"num_layers": len(value), "attn": (0,) * len(value)}
+    if key == "num_layers":
+        return {"attn": (0,) * value, "dilation": (1,) * value}
+    return {}
 
 
 def coerce(key: str, value: Any, name: str | None = None) -> Any:
@@ -123,7 +125,7 @@ def coerce(key: str, value: Any, name: str | None = None) -> Any:
         expected = _EXPECTED.get(key) or _EXPECTED[FIELD_TYPES[key]]
         raise UserError(f"{name}: {value!r} is not {expected}") from None
     try:
-        config = TrialConfig.from_dict({**_layer_siblings(key, typed), key: typed})
+        config = TrialConfig.from_dict({**_siblings(key, typed), key: typed})
     except UserError as exc:
         raise UserError(f"{name}: {value!r} cannot be used: {exc}") from None
     return config.flat()[key]
@@ -167,14 +169,11 @@ class ResolvedSpace:
 
     def setting_label(self, config: Mapping[str, Any]) -> str:
         """``attn=0,0,T qkv=QK attnact=elu+1``: the column values of one setting."""
-        return " ".join(f"{key}={config[key]}" for key in self.columns)
+        return _label({key: config[key] for key in self.columns})
 
-    def trials(self, seeds: int | None = None) -> list[dict[str, Any]]:
+    def trials(self) -> list[dict[str, Any]]:
         """Settings x seeds 1..N, each a flat trial config (seed included)."""
-        count = self.seeds if seeds is None else seeds
-        if count < 1:
-            raise UserError(f"--trials must be >= 1, got {count}")
-        return [{**setting, "seed": seed} for setting in self.settings for seed in range(1, count + 1)]
+        return [{**setting, "seed": seed} for setting in self.settings for seed in range(1, self.seeds + 1)]
 
     def to_data(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -216,9 +215,11 @@ class Space:
         """Every grid combination that is not excluded and makes a valid config.
 
         ``overrides`` replace fixed values (``--set``, ``--max-inputs``); a grid key cannot
-        be overridden. The columns are the grid keys, in order, except a key declared with
+        be overridden. ``seeds`` replaces the space's seed count (``--trials``). The columns are the grid keys, in order, except a key declared with
         several values of which only one survives the dropping (it no longer varies).
         """
+        if seeds is not None and seeds < 1:
+            raise UserError(f"--trials must be >= 1, got {seeds}")
         where = f"space file {self.source}" if self.source else f"space {self.name}"
         try:
             resolved = self._resolve(dict(overrides or {}), self.seeds if seeds is None else seeds)
