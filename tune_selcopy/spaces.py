@@ -9,9 +9,10 @@ A space is declared in one of three ways, and all three resolve to the same plai
 - an experiment file of the reference tool (a top-level ``matrix:``), translated by
   ``tune_selcopy.reference``.
 
-Every value is checked on its own when the space is loaded (a value no setting could use
-is an error naming its key); a grid combination whose config is invalid only in
-combination (a per-layer list whose length is not ``num_layers``) is dropped and counted.
+Every value is checked on its own when the space is resolved (a value no setting could
+use is an error naming its key); a grid combination whose config is invalid only as a
+whole (a per-layer list whose length is not ``num_layers``, heads that do not divide the
+channels) is dropped and counted.
 """
 
 from __future__ import annotations
@@ -215,8 +216,9 @@ class Space:
         """Every grid combination that is not excluded and makes a valid config.
 
         ``overrides`` replace fixed values (``--set``, ``--max-inputs``); a grid key cannot
-        be overridden. ``seeds`` replaces the space's seed count (``--trials``). The columns are the grid keys, in order, except a key declared with
-        several values of which only one survives the dropping (it no longer varies).
+        be overridden. ``seeds`` replaces the space's seed count (``--trials``). The
+        columns are the grid keys, in order, except a key declared with several values of
+        which only one survives the dropping (it no longer varies).
         """
         if seeds is not None and seeds < 1:
             raise UserError(f"--trials must be >= 1, got {seeds}")
