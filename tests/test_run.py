@@ -178,27 +178,12 @@ def kill_after_one_trial(args: list[str], logs: Path) -> dict[Path, int]:
     return {f: f.stat().st_mtime_ns for f in logs.glob("*/validation-*.parquet")}
 
 
-def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
-    args = ["attn_act", "--trials", "2", "--max-inputs", "4000", "--val-count", "200", "--local-cpus", "1",
-            "--max-concurrent", "1", "--storage", str(tmp_path)]
-    logs = tmp_path / "crash" / "logs"
-    before = kill_after_one_trial([*args, "--name", "crash"], logs)
-    finished_before = {f.parent for f in before if f.name == "validation-010.parquet"}
-    assert len(before) < 40
-
-    result = sweep(*args, "--resume")  # no --name: resumes the latest attn_act sweep
-    assert result.returncode == 0, result.stderr[-3000:]
-    df = read_logs(logs)
-    assert_complete(df, trials=4)
-    for f in before:
-        if f.parent in finished_before:  # finished trials are not rerun
-            assert f.stat().st_mtime_ns == before[f]
-
-
-def test_set_reaches_the_model_and_survives_resume_of_a_changed_then_deleted_file(tmp_path, capsys):
-    """A YAML space with --set channels=32 and dilation=1,2,3: the logged parameter counts
-    are the 32-channel model's, also for the trials run after --resume, which ignores the
-    edited space file and its missing flags; with the file gone the saved space remains."""
+def test_killed_sweep_resumes_its_saved_space_without_rerunning_finished_trials(tmp_path, capsys):
+    """A YAML space swept with --set channels=32 and dilation=1,2,3 is killed part-way. The
+    resume finishes it without rerunning finished trials, with the space and values it
+    started with (the logged parameter counts are the 32-channel model's), though the space
+    file was edited and the flags are not given again; with the file gone, the saved space
+    remains."""
     space_file = tmp_path / "small.yaml"
     space_file.write_text("name: small\nseeds: 1\ngrid:\n  qkv: [QK, KV, QKV]\n")
     logs = tmp_path / "small" / "logs"
@@ -207,13 +192,17 @@ def test_set_reaches_the_model_and_survives_resume_of_a_changed_then_deleted_fil
          "--storage", str(tmp_path), "--name", "small", "--set", "channels=32", "--set", "dilation=1,2,3"],
         logs,
     )
+    finished_before = {f.parent for f in before if f.name == "validation-010.parquet"}
     assert len(before) < 30
     space_file.write_text("name: small\nseeds: 2\ngrid:\n  qkv: [QK]\nfixed: {channels: 16}\n")
 
-    result = sweep(str(space_file), "--resume", "--storage", str(tmp_path))  # the latest sweep named small
+    result = sweep(str(space_file), "--resume", "--storage", str(tmp_path))  # no --name: the latest sweep of small
     assert result.returncode == 0, result.stderr[-3000:]
     df = read_logs(logs)
     assert_complete(df, trials=3)
+    for f in before:
+        if f.parent in finished_before:  # finished trials are not rerun
+            assert f.stat().st_mtime_ns == before[f]
     assert df.groupby("qkv")["model_params"].agg(set).to_dict() == {"QK": {61_568}, "KV": {61_568}, "QKV": {74_912}}
     assert set(df["channels"]) == {32} and set(df["dilation"]) == {"1,2,3"}
 
