@@ -4,6 +4,8 @@ GPU packing, Parquet logs, retries, resume, job submission, several nodes, bad i
 from __future__ import annotations
 
 import dataclasses
+import errno
+import ipaddress
 import os
 import shutil
 import signal
@@ -22,7 +24,7 @@ from tune_selcopy.spaces import load_space
 from tune_selcopy.trainable import CRASH_ENV
 
 PY = sys.executable
-TINY = ["--max-inputs", "2000", "--val-count", "200"]
+TINY = ["--max-inputs", "1280", "--val-count", "64"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -110,23 +112,85 @@ def test_miswired_space_is_refused(monkeypatch, capsys, tmp_path, space):
         "model_config",
         lambda self: dataclasses.replace(original(self), attention_activation="elu+1"),
     )
-    assert run.main([space, *TINY, "--storage", "/nonexistent/never-written"]) == 2
+    store = tmp_path / "store"
+    assert run.main([space, *TINY, "--storage", str(store), "--name", "miswired"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "miswired search space: key 'attnact' changes nothing" in err
+    assert list(store.iterdir()) == []  # the name was released: fix the space and rerun it
 
 
 # --- real sweeps -------------------------------------------------------------------------
 
 
-def test_smoke_sweep_fractional_gpu_packing_and_file_uri(tmp_path):
-    """2 seeds x 2 settings on 1 logical GPU at 0.5 each: two trials at a time."""
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        found.add(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _hex_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An address from /proc/net/tcp{,6}: little-endian 32-bit words in hex."""
+    raw = bytes.fromhex(text)
+    return ipaddress.ip_address(b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4)))
+
+
+def listening_addresses(root: int) -> set[str]:
+    """The local addresses of the TCP sockets that process ``root`` and its descendants listen on."""
+    inodes = set()
+    for pid in _descendants(root):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    out = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                address, port = fields[1].split(":")
+                out.add(f"{_hex_address(address)}:{int(port, 16)}")
+    return out
+
+
+def _is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address.rsplit(":", 1)[0])
+    return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)
+
+
+def test_smoke_sweep_fractional_gpu_packing_and_file_uri(tmp_path, capsys):
+    """2 seeds x 2 settings on 1 logical GPU at 0.5 each: two trials at a time; the
+    embedded Ray listens on loopback only; the same name cannot start twice."""
     storage = f"file://{tmp_path}/store"
-    result = sweep(
-        "attn_act", "--trials", "2", *TINY, "--local-cpus", "2", "--local-gpus", "1",
-        "--gpus-per-trial", "0.5", "--storage", storage, "--name", "smoke",
+    driver = subprocess.Popen(
+        [PY, "-m", "tune_selcopy.run", "attn_act", "--trials", "2", *TINY, "--local-cpus", "2", "--local-gpus", "1",
+         "--gpus-per-trial", "0.5", "--storage", storage, "--name", "smoke"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    seen: set[str] = set()
+    while driver.poll() is None and not (tmp_path / "store" / "smoke" / "logs").exists():
+        seen |= listening_addresses(driver.pid)  # until the trials run: GCS, raylet, workers, agents
+        time.sleep(0.5)
+    stdout, stderr = driver.communicate(timeout=300)
+    result = subprocess.CompletedProcess(driver.args, driver.returncode, stdout, stderr)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert len(seen) >= 4, seen
+    assert all(_is_loopback(address) for address in seen), seen
     df = read_logs(tmp_path / "store" / "smoke" / "logs")
     assert_complete(df, trials=4)
     for column in ("experiment", "space", "trial_id", "setting", "seed", "num_inputs", "attn", "qkv",
@@ -135,12 +199,17 @@ def test_smoke_sweep_fractional_gpu_packing_and_file_uri(tmp_path):
         assert column in df.columns, column
     assert set(df["attnact"]) == {"elu+1", "dpfp"} and set(df["seed"]) == {1, 2}
     assert set(df["attn"]) == {"0,0,T"} and set(df["model_params"]) == {229_632}
-    assert df.groupby("trial_id")["num_inputs"].max().eq(2000).all()
+    assert df.groupby("trial_id")["num_inputs"].max().eq(1280).all()
     # Fractional packing: some two trials ran at the same time.
     spans = df.groupby("trial_id")["timestamp"].agg(["min", "max"]).sort_values("min").values
     assert any(b_min < a_max for (a_min, a_max), (b_min, _) in zip(spans, spans[1:]))
     assert "| qkv" in result.stdout and "All 4 trials finished." in result.stdout
     assert (tmp_path / "store" / "smoke" / "curves.png").stat().st_size > 10_000
+    # The same name again: refused before Ray starts, nothing of the first sweep touched.
+    before = {f: f.stat().st_mtime_ns for f in (tmp_path / "store" / "smoke").rglob("*")}
+    assert run.main(["attn_act", "--trials", "2", *TINY, "--storage", storage, "--name", "smoke"]) == 2
+    assert "a sweep named 'smoke' already exists" in capsys.readouterr().err
+    assert {f: f.stat().st_mtime_ns for f in (tmp_path / "store" / "smoke").rglob("*")} == before
 
 
 def test_crashed_trial_is_retried_without_duplicate_rows(tmp_path):
@@ -211,6 +280,77 @@ def test_killed_sweep_resumes_its_saved_space_without_rerunning_finished_trials(
     saved = capsys.readouterr().out
     assert "qkv=QKV" in saved and "model params    74,912  x 1 seeds" in saved
     assert "3 settings, 3 trials, 640 inputs each" in saved
+
+
+def _wait_for_rows(logs: Path, count: int, driver: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and driver.poll() is None:
+        if logs.exists() and len(list(logs.glob("*/validation-*.parquet"))) >= count:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"the sweep never wrote {count} rows (exit code {driver.poll()})")
+
+
+def test_ctrl_c_exits_130_says_how_to_continue_and_resume_finishes(tmp_path):
+    args = ["attn_act", "--trials", "1", *TINY, "--local-cpus", "2", "--storage", str(tmp_path)]
+    driver = subprocess.Popen([PY, "-m", "tune_selcopy.run", *args, "--name", "cc"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    logs = tmp_path / "cc" / "logs"
+    _wait_for_rows(logs, 2, driver)
+    driver.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    _, stderr = driver.communicate(timeout=120)
+    assert driver.returncode == run.INTERRUPTED, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted: 2 trials unfinished; continue with: python -m tune_selcopy.run attn_act --resume "
+        f"--name cc --storage {tmp_path}"
+    )
+    assert len(list(logs.glob("*/validation-*.parquet"))) < 20
+
+    result = sweep("attn_act", "--resume", "--name", "cc", "--storage", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_complete(read_logs(logs), trials=2)
+
+
+def test_full_disk_ends_the_sweep_in_one_line_and_resumes_after_space_is_freed(tmp_path):
+    """Storage on a small tmpfs that fills up mid-sweep: no futile retries, one line,
+    exit 2, and what was written resumes once there is room again."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip()}); "
+                    "test_reliability.py::test_a_real_enospc_through_pyarrow_is_fatal covers the classification")
+    try:
+        args = ["attn_act", "--trials", "1", *TINY, "--local-cpus", "2", "--storage", str(disk)]
+        driver = subprocess.Popen([PY, "-m", "tune_selcopy.run", *args, "--name", "full"], cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        logs = disk / "full" / "logs"
+        _wait_for_rows(logs, 1, driver)
+        filler = disk / "filler"
+        with open(filler, "wb") as f:  # take every byte that is left
+            try:
+                while True:
+                    f.write(b"\0" * 2**16)
+                    f.flush()
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+        filled = time.monotonic()
+        stdout, stderr = driver.communicate(timeout=180)
+        assert driver.returncode == 2, stderr[-3000:]
+        assert time.monotonic() - filled < 90  # it was 232 s with three futile retries per trial
+        errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "No space left on device" in errors[0], stderr[-3000:]
+        assert "Traceback" not in stderr
+        assert stderr.strip().splitlines()[-1].endswith(f"--resume --name full --storage {disk}")
+        assert stdout.count("failed (failure") <= 2  # no retries: at most one failure line per running trial
+
+        filler.unlink()
+        result = sweep("attn_act", "--resume", "--name", "full", "--storage", str(disk))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert_complete(read_logs(logs), trials=2)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 def _free_port() -> int:

@@ -8,9 +8,9 @@ trained to predict the full text.
 
 from __future__ import annotations
 
-import argparse
 import random
 import string
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,7 +18,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from tune_selcopy.errors import UserError
+from tune_selcopy.errors import ArgumentParser, UserError, one_line
 
 MASK_TOKEN = 0
 PAD_TOKEN = ord(" ")
@@ -270,6 +270,15 @@ class SwapStream:
         exclude: tuple[str, ...] = (),
         device: torch.device | str = "cpu",
     ):
+        lo, hi = self.check(input_length, num_items, num_operations)
+        self.seed = seed
+        self.input_length, self.num_items, self.ops_range = input_length, num_items, (lo, hi)
+        self.device = torch.device(device)
+        self.excluded = torch.unique(SwapBatch.parse(exclude, self.device).keys()) if exclude else None
+
+    @staticmethod
+    def check(input_length: int, num_items: int, num_operations: IntOrRange) -> tuple[int, int]:
+        """The op-count range ``(lo, hi)``; ``UserError`` for settings the stream cannot draw."""
         lo, hi = (num_operations, num_operations) if isinstance(num_operations, int) else num_operations
         if not (2 <= input_length <= 5 and input_length <= num_items <= 26 and 1 <= lo <= hi <= MAX_SWAPS):
             raise UserError(
@@ -277,10 +286,7 @@ class SwapStream:
                 f"input_length..26 and 1..{MAX_SWAPS} swaps; got input_length={input_length}, "
                 f"num_items={num_items}, num_operations={num_operations}"
             )
-        self.seed = seed
-        self.input_length, self.num_items, self.ops_range = input_length, num_items, (lo, hi)
-        self.device = torch.device(device)
-        self.excluded = torch.unique(SwapBatch.parse(exclude, self.device).keys()) if exclude else None
+        return lo, hi
 
     def _draw(self, count: int, generator: torch.Generator) -> SwapBatch:
         lo, hi = self.ops_range
@@ -344,13 +350,17 @@ def batches(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tune_selcopy.data", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = ArgumentParser(prog="python -m tune_selcopy.data", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     val = sub.add_parser("validation", help="print the reference validation texts, one per line")
     val.add_argument("--count", type=int, default=VALIDATION_COUNT)
-    args = parser.parse_args(argv)
-    if args.count < 1:
-        parser.error("--count must be >= 1")
+    try:
+        args = parser.parse_args(argv)
+        if args.count < 1:
+            raise UserError(f"--count must be >= 1 (got {args.count})")
+    except UserError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
     print("\n".join(validation_texts(args.count)))
     return 0
 

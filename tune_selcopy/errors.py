@@ -1,5 +1,26 @@
-"""The one exception type that command-line entry points turn into a one-line error."""
+"""The one exception type that command-line entry points turn into a one-line error, and
+the pieces every CLI shares to do so."""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
 
 
 class UserError(Exception):
-    """Bad input from the user (config, space, resources, logs): printed as one line, exit 2."""
+    """Bad input or an unusable environment (config, space, resources, storage, logs):
+    printed as one ``error: ...`` line, exit code 2."""
+
+
+def one_line(text: object, limit: int = 1000) -> str:
+    """``text`` with all whitespace runs collapsed to one space, cut to ``limit`` characters."""
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors raise ``UserError`` instead of printing the usage block
+    and exiting, so that every CLI reports bad arguments as the same one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (see {self.prog} --help)")

@@ -92,6 +92,8 @@ class ModelConfig:
                 problems.append(f"attention entry {a!r} must be 0, True or a head count >= 1")
             elif a and self.channels % a:
                 problems.append(f"{a} heads do not divide {self.channels} channels")
+        if any(not isinstance(d, int) or d < 1 for d in self.dilation):
+            problems.append(f"dilation {self.dilation} entries must be integers >= 1")
         if self.kernel_size % 2 == 0:
             problems.append(f"kernel_size {self.kernel_size} must be odd to preserve length")
         if problems:

@@ -1,34 +1,48 @@
 """Run a search space as a Ray Tune sweep: ``python -m tune_selcopy.run SPACE``.
 
 Joins a Ray cluster when one is given (``--address``, ``RAY_ADDRESS``, or inside ``ray job
-submit``), else starts an embedded local Ray. Each trial writes Parquet rows under
-``<storage>/<name>/logs``; at the end the grouped table is printed and a plot of the error
-curves is written next to the logs.
+submit``), else starts an embedded local Ray bound to loopback. Each trial writes Parquet
+rows under ``<storage>/<name>/logs``; at the end the grouped table is printed and a plot of
+the error curves is written next to the logs.
+
+Everything that can be checked without Ray is checked before Ray starts (arguments,
+space, wiring, storage, cluster address); a sweep's folder is claimed exclusively before
+anything is written to it. Exit codes: 0 all trials finished, 1 some trials errored,
+2 bad input or unusable storage/cluster (one ``error: ...`` line), 130 interrupted.
 """
 
 from __future__ import annotations
 
-import argparse
+import fnmatch
 import json
 import logging
+import math
 import os
 import posixpath
+import re
+import socket
 import sys
 import time
-from dataclasses import asdict, dataclass
+import urllib.parse
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import pyarrow.fs as pafs
 
-from tune_selcopy import logs
-from tune_selcopy.errors import UserError
+from tune_selcopy import logs, storage
+from tune_selcopy.errors import ArgumentParser, UserError, one_line
 from tune_selcopy.model import ConvTextModel
 from tune_selcopy.spaces import ResolvedSpace, available_spaces, load_space, parse_sets, space_name_of
 from tune_selcopy.train import TrialConfig
 
 RUN_FILE = "tune_selcopy.json"  # the sweep's own settings, read back by --resume
+RUN_FILE_FORMAT = "tune_selcopy sweep settings, version 1"
 DEFAULT_STORAGE = "results"
 MAX_FAILURES = 3
+CHECKPOINTS_KEPT = 2
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+ADDRESS_TIMEOUT_S = 5.0
+INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,35 @@ class SweepSettings:
     def overrides(self) -> dict[str, Any]:
         return trial_overrides(self.max_inputs, self.val_count)
 
+    def to_json(self) -> bytes:
+        return json.dumps({"format": RUN_FILE_FORMAT, **asdict(self)}, indent=1).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, storage: str, name: str) -> "SweepSettings":
+        """Parse a saved RUN_FILE; ``storage``/``name`` are where it was found (it may have moved).
+
+        ``UserError`` for anything that is not one of ours (corrupt, foreign, other version).
+        """
+        where = logs.join(storage, name, RUN_FILE)
+        try:
+            values = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(f"{where} is not a tune_selcopy sweep file (not JSON: {exc})") from None
+        expected = {f.name for f in fields(cls)}
+        # Files from before the format marker are accepted when their keys match exactly,
+        # and files from before space files when they lack only the resolved space.
+        if not isinstance(values, dict) or values.pop("format", RUN_FILE_FORMAT) != RUN_FILE_FORMAT \
+                or set(values) not in (expected, expected - {"resolved_space"}):
+            found = sorted(values) if isinstance(values, dict) else type(values).__name__
+            raise UserError(f"{where} is not a tune_selcopy sweep file (expected keys {sorted(expected)}, found {found})")
+        settings = cls(**{**values, "storage": storage, "name": name})
+        numbers = (settings.cpus_per_trial, settings.gpus_per_trial)
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in numbers) or not isinstance(
+            settings.space, str
+        ):
+            raise UserError(f"{where} is damaged: space {settings.space!r}, resources {numbers}")
+        return settings
+
 
 def trial_overrides(max_inputs: int | None, val_count: int | None) -> dict[str, Any]:
     """The fixed trial values a sweep replaces (for smaller, quicker sweeps)."""
@@ -65,14 +108,18 @@ def trial_overrides(max_inputs: int | None, val_count: int | None) -> dict[str, 
 # --- Dry run ----------------------------------------------------------------------------
 
 
+def setting_params(config: dict[str, Any]) -> int:
+    """Model parameter count of one setting."""
+    return ConvTextModel(TrialConfig.from_dict(config).model_config()).num_params()
+
+
 def dry_run(space: ResolvedSpace) -> str:
     """What the resolution dropped or ignored, one line per setting with its model
     parameter count, then the totals."""
     configs, seeds = space.settings, space.seeds
     lines = [f"space {space.name}: {space.description}", *(f"note: {note}" for note in space.notes)]
     for config in configs:
-        params = ConvTextModel(TrialConfig.from_dict(config).model_config()).num_params()
-        lines.append(f"  {space.setting_label(config):<45} model params {params:>9,}  x {seeds} seeds")
+        lines.append(f"  {space.setting_label(config):<45} model params {setting_params(config):>9,}  x {seeds} seeds")
     max_inputs = configs[0]["max_inputs"]
     lines.append(
         f"{len(configs)} settings, {len(configs) * seeds} trials, {max_inputs:,} inputs each "
@@ -81,27 +128,122 @@ def dry_run(space: ResolvedSpace) -> str:
     return "\n".join(lines)
 
 
+# --- Checks before Ray starts -----------------------------------------------------------
+
+
+def check_args(args: Any) -> None:
+    """Bounds and combinations of the command-line values that need no cluster."""
+    checks = [
+        (args.trials is None or args.trials >= 1, f"--trials must be >= 1 (got {args.trials})"),
+        (args.cpus_per_trial is None or args.cpus_per_trial > 0,
+         f"--cpus-per-trial must be > 0 (got {args.cpus_per_trial})"),
+        (args.gpus_per_trial is None or args.gpus_per_trial >= 0,
+         f"--gpus-per-trial must be >= 0 (got {args.gpus_per_trial})"),
+        (args.gpus_per_trial is None or args.gpus_per_trial <= 1 or args.gpus_per_trial == int(args.gpus_per_trial),
+         f"--gpus-per-trial {args.gpus_per_trial}: above 1 a GPU share must be a whole number"),
+        (args.max_concurrent is None or args.max_concurrent >= 1,
+         f"--max-concurrent must be >= 1 (got {args.max_concurrent})"),
+        (args.local_cpus is None or args.local_cpus >= 1, f"--local-cpus must be >= 1 (got {args.local_cpus})"),
+        (args.local_gpus is None or args.local_gpus >= 0, f"--local-gpus must be >= 0 (got {args.local_gpus})"),
+        (args.wait_for_nodes >= 0, f"--wait-for-nodes must be >= 0 (got {args.wait_for_nodes})"),
+        (args.name is None or NAME_PATTERN.fullmatch(args.name) is not None,
+         f"--name {args.name!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit "
+         "(a sweep is one folder directly under --storage)"),
+        (not (cluster_address(args.address) and (args.local_cpus is not None or args.local_gpus is not None)),
+         "--local-cpus/--local-gpus declare an embedded Ray; they do not apply with --address or RAY_ADDRESS"),
+    ]
+    new_sweep_options = {
+        "--trials": args.trials, "--max-inputs": args.max_inputs, "--val-count": args.val_count,
+        "--cpus-per-trial": args.cpus_per_trial, "--gpus-per-trial": args.gpus_per_trial,
+        "--max-concurrent": args.max_concurrent, "--set": args.set or None,
+    }
+    given = [option for option, value in new_sweep_options.items() if value is not None]
+    if args.resume and given:
+        checks.append((False, f"--resume continues a sweep with its saved settings; drop {', '.join(given)}"))
+    problems = [message for ok, message in checks if not ok]
+    if problems:
+        raise UserError("; ".join(problems))
+
+
+def cluster_address(address: str | None) -> str | None:
+    """The cluster to join: ``--address``, else ``RAY_ADDRESS`` (set inside ``ray job submit``)."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def check_address(address: str) -> None:
+    """Fail fast on a cluster address that cannot be reached; ``ray.init`` would retry for minutes.
+
+    Accepts ``host:port``, ``ray://host:port`` and ``auto`` (Ray's own lookup, not checked).
+    """
+    if address == "auto":
+        return
+    parsed = urllib.parse.urlsplit(address if "://" in address else f"gcs://{address}")
+    try:
+        host, port = parsed.hostname, parsed.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise UserError(f"--address {address!r}: expected host:port, ray://host:port or auto")
+    try:
+        with socket.create_connection((host, port), timeout=ADDRESS_TIMEOUT_S):
+            pass
+    except socket.gaierror as exc:
+        raise UserError(f"cannot reach Ray cluster at {address}: unknown host {host!r} ({exc.strerror})") from None
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise UserError(
+            f"cannot reach Ray cluster at {address}: {reason} within {ADDRESS_TIMEOUT_S:g} s "
+            "(is the head running? is the address its GCS port, e.g. 6379?)"
+        ) from None
+
+
+def sweep_bytes(configs: list[dict[str, Any]], seeds: int) -> int:
+    """Storage a sweep needs at most, from its settings: per trial its kept checkpoints
+    (plus the one being written: weights and AdamW's two moments, float32) and one
+    Parquet row per validation; Ray's own per-trial files are small."""
+    per_setting = [
+        (CHECKPOINTS_KEPT + 1) * (12 * setting_params(config) + 2**16)
+        + TrialConfig.from_dict(config).num_validations * 2**14
+        + 2**17
+        for config in configs
+    ]
+    return seeds * sum(per_setting) + 2**20
+
+
 # --- Cluster and resources --------------------------------------------------------------
 
 
 def connect(address: str | None, local_cpus: int | None, local_gpus: float | None) -> str:
     """Join the given or ambient cluster, else start an embedded one; say which."""
-    import ray
-
-    address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        if local_cpus is not None or local_gpus is not None:
-            raise UserError("--local-cpus/--local-gpus declare an embedded Ray; they do not apply with --address")
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        import ray
+
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:  # reachable, but not a Ray head
+            raise UserError(f"cannot join Ray cluster at {address}: {one_line(exc, 300)}") from None
         return f"joined Ray cluster at {address}"
+    # A local run need not be reachable from the network: Ray binds every server to its
+    # node IP, which is loopback only when Ray's "cluster mode" is off (as it is on
+    # laptops). Read by ray's constants at import, so set before the first import.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
     import torch
 
     cpus = local_cpus or os.cpu_count() or 1
     gpus = torch.cuda.device_count() if local_gpus is None else local_gpus
-    ray.init(
-        num_cpus=cpus, num_gpus=gpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False
-    )
-    return f"started an embedded local Ray with {cpus} CPUs and {gpus:g} GPUs"
+    try:
+        ray.init(
+            address="local",  # never attach to a `ray start` cluster found on this machine
+            num_cpus=cpus,
+            num_gpus=gpus,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+    except Exception as exc:  # noqa: BLE001 - e.g. "timed out during startup" on an overloaded machine
+        raise UserError(f"could not start an embedded Ray: {one_line(exc, 300)}") from None
+    return f"started an embedded local Ray with {cpus} CPUs and {gpus:g} GPUs (loopback only)"
 
 
 def default_resources(cpus: float | None, gpus: float | None) -> tuple[float, float]:
@@ -130,10 +272,6 @@ def check_feasible(cpus: float, gpus: float, wait_s: float) -> None:
     import ray
     from ray.autoscaler.sdk import request_resources
 
-    if cpus <= 0 or gpus < 0:
-        raise UserError(f"--cpus-per-trial must be > 0 and --gpus-per-trial >= 0 (got {cpus:g}, {gpus:g})")
-    if gpus > 1 and gpus != int(gpus):
-        raise UserError(f"--gpus-per-trial {gpus:g}: above 1 a GPU share must be a whole number")
     request = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
     deadline = time.monotonic() + wait_s
     if wait_s > 0:
@@ -161,37 +299,69 @@ def experiment_uri(settings: SweepSettings) -> str:
 
 
 def save_settings(settings: SweepSettings) -> None:
+    """Rewrite the sweep's settings file (the folder is already claimed)."""
     fs, path = logs.resolve(logs.join(experiment_uri(settings), RUN_FILE))
-    fs.create_dir(posixpath.dirname(path), recursive=True)
     with fs.open_output_stream(path) as out:
-        out.write(json.dumps(asdict(settings), indent=1).encode())
+        out.write(settings.to_json())
 
 
-def load_settings(storage: str, name: str) -> SweepSettings:
-    fs, path = logs.resolve(logs.join(storage, name, RUN_FILE))
+def claim_sweep(settings: SweepSettings) -> None:
+    """Make ``<storage>/<name>`` this sweep's own, or refuse: two sweeps in one folder
+    would merge their logs into fake replicates."""
+    storage.claim(
+        experiment_uri(settings),
+        RUN_FILE,
+        settings.to_json(),
+        taken=f"a sweep named {settings.name!r} already exists at {experiment_uri(settings)}: continue it with "
+        f"--resume --name {settings.name}, or choose another --name",
+    )
+
+
+def release_sweep(settings: SweepSettings) -> None:
+    """Undo ``claim_sweep`` for a sweep that never started, so its name can be used again."""
+    fs, path = logs.resolve(experiment_uri(settings))
+    try:
+        fs.delete_dir(path)
+    except OSError:
+        pass  # nothing more to undo; the next start with this name says the folder is taken
+
+
+def load_settings(storage_uri: str, name: str) -> SweepSettings:
+    fs, path = logs.resolve(logs.join(storage_uri, name, RUN_FILE))
     try:
         with fs.open_input_stream(path) as stream:
-            return SweepSettings(**{**json.loads(stream.read()), "storage": storage, "name": name})
-    except (FileNotFoundError, OSError) as exc:
-        raise UserError(f"nothing to resume: no sweep at {logs.join(storage, name)} ({exc})") from exc
+            data = stream.read()
+    except FileNotFoundError:
+        raise UserError(f"nothing to resume: no sweep at {logs.join(storage_uri, name)}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {logs.join(storage_uri, name, RUN_FILE)}: {one_line(exc, 300)}") from None
+    return SweepSettings.from_json(data, storage_uri, name)
 
 
-def latest_sweep(storage: str, space: str) -> str:
-    """The most recently started sweep of ``space`` under ``storage`` (for --resume)."""
-    fs, root = logs.resolve(storage)
+def latest_sweep(storage_uri: str, space: str) -> str:
+    """The most recently started sweep of ``space`` under ``storage`` (for --resume).
+
+    Folders whose settings file cannot be read are skipped, not fatal: one damaged
+    neighbour must not block resuming another sweep.
+    """
+    fs, root = logs.resolve(storage_uri)
     try:
         entries = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
         candidates = [e.base_name for e in entries if e.type == pafs.FileType.Directory]
         run_files = fs.get_file_info([posixpath.join(root, name, RUN_FILE) for name in candidates])
     except OSError as exc:
-        raise UserError(f"cannot list {storage}: {exc}") from exc
-    started = {
-        name: info.mtime_ns
-        for name, info in zip(candidates, run_files)
-        if info.type == pafs.FileType.File and load_settings(storage, name).space == space
-    }
+        raise UserError(f"cannot list {storage_uri}: {one_line(exc, 300)}") from None
+    started = {}
+    for name, info in zip(candidates, run_files):
+        if info.type != pafs.FileType.File:
+            continue
+        try:
+            if load_settings(storage_uri, name).space == space:
+                started[name] = info.mtime_ns
+        except UserError:
+            continue
     if not started:
-        raise UserError(f"nothing to resume: no sweep of {space} under {storage}")
+        raise UserError(f"nothing to resume: no sweep of {space} under {storage_uri}")
     return max(started, key=started.get)
 
 
@@ -214,14 +384,16 @@ def write_plot(settings: SweepSettings, logs_at: str) -> str:
 # --- The sweep --------------------------------------------------------------------------
 
 
-def run_sweep(space: ResolvedSpace, settings: SweepSettings, resume: bool, wait_s: float) -> int:
-    """Launch (or resume) the sweep, print the table; return the exit code."""
+def _resume_hint(space: ResolvedSpace, settings: SweepSettings) -> str:
+    return f"python -m tune_selcopy.run {space.name} --resume --name {settings.name} --storage {settings.storage}"
+
+
+def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> Any:
+    """The Tuner of a new sweep, or of the one to resume."""
     from ray import tune
 
-    from tune_selcopy.analyze import report
-    from tune_selcopy.trainable import RunInfo, train_trial
+    from tune_selcopy.trainable import RunInfo, TrialFailures, train_trial
 
-    check_feasible(settings.cpus_per_trial, settings.gpus_per_trial, wait_s)
     run = RunInfo(
         experiment=settings.name,
         space=space.name,
@@ -240,64 +412,152 @@ def run_sweep(space: ResolvedSpace, settings: SweepSettings, resume: bool, wait_
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     # Ten checkpoints per trial are few; Ray's warning about frequent snapshots is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Trial failures are reported in one line each by TrialFailures, not as tracebacks
+    # (by Tune as they happen, by Ray for failures left unread when a sweep is stopped).
+    os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "0"
+    os.environ["RAY_IGNORE_UNHANDLED_ERRORS"] = "1"
     if resume:
-        if not tune.Tuner.can_restore(experiment_path, storage_filesystem=fs):
-            raise UserError(f"nothing to resume at {experiment_uri(settings)}: no Tune experiment state there")
-        tuner = tune.Tuner.restore(
-            experiment_path,
-            trainable=trainable,
-            resume_unfinished=True,
-            resume_errored=True,
-            storage_filesystem=fs,
-        )
-    else:
-        trials = space.trials()
-        for trial in trials:
-            trial["setting"] = space.setting_label(trial)
-        reporter = tune.CLIReporter(
-            parameter_columns={f"trial/{key}": key for key in [*space.columns, "seed"]},
-            metric_columns={
-                "num_inputs": "inputs",
-                "validation_sample_error%": "val sample err%",
-                "validation_loss": "val loss",
-                "throughput": "inputs/s",
-            },
-            max_report_frequency=30,
-        )
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"trial": tune.grid_search(trials)},
-            tune_config=tune.TuneConfig(
-                max_concurrent_trials=settings.max_concurrent,
-                reuse_actors=True,
-                trial_dirname_creator=lambda trial: trial.trial_id,
-            ),
-            run_config=tune.RunConfig(
-                name=settings.name,
-                storage_path=storage_path,
+        try:
+            return tune.Tuner.restore(
+                experiment_path,
+                trainable=trainable,
+                resume_unfinished=True,
+                resume_errored=True,
                 storage_filesystem=fs,
-                failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                progress_reporter=reporter,
-                verbose=1,
-            ),
-        )
-        save_settings(settings)
+            )
+        except Exception as exc:  # noqa: BLE001 - Ray's state is unreadable: say so, in one line
+            raise UserError(
+                f"cannot resume {experiment_uri(settings)}: Ray's experiment state there is damaged "
+                f"({one_line(exc, 200)}); the Parquet logs in {logs.logs_uri(settings.storage, settings.name)} "
+                "are intact"
+            ) from None
+    trials = space.trials()
+    for trial in trials:
+        trial["setting"] = space.setting_label(trial)
+    reporter = tune.CLIReporter(
+        parameter_columns={f"trial/{key}": key for key in [*space.columns, "seed"]},
+        metric_columns={
+            "num_inputs": "inputs",
+            "validation_sample_error%": "val sample err%",
+            "validation_loss": "val loss",
+            "throughput": "inputs/s",
+        },
+        max_report_frequency=30,
+    )
+    return tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search(trials)},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=settings.max_concurrent,
+            reuse_actors=True,
+            trial_dirname_creator=lambda trial: trial.trial_id,
+        ),
+        run_config=tune.RunConfig(
+            name=settings.name,
+            storage_path=storage_path,
+            storage_filesystem=fs,
+            failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+            progress_reporter=reporter,
+            callbacks=[TrialFailures()],
+            verbose=1,
+        ),
+    )
+
+
+def run_sweep(tuner: Any, space: ResolvedSpace, settings: SweepSettings) -> int:
+    """Run the sweep to its end (or interruption), print the table; return the exit code."""
     started = time.monotonic()
-    results = tuner.fit()
+    try:
+        results = tuner.fit()
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a trial's or Ray's own write to storage failed
+        cause = storage.fatal_cause(exc)
+        if cause is None:
+            raise
+        if isinstance(cause, storage.StorageError):
+            raise cause from None
+        raise storage.StorageError(f"storage {settings.storage} failed: {one_line(cause, 300)}") from None
     wall = time.monotonic() - started
-    print(f"\nsweep {settings.name}: {len(results)} trials, {results.num_errors} errored, wall {wall / 60:.1f} min")
+    # Ray marks interrupted trials TERMINATED too; a trial is finished when its last
+    # validation was reported.
+    finished = sum(
+        not result.error
+        and (result.metrics or {}).get("validation_index") == result.config["trial"]["num_validations"]
+        for result in results
+    )
+    unfinished = len(results) - finished - results.num_errors
+    print(
+        f"\nsweep {settings.name}: {len(results)} trials, {finished} finished, "
+        f"{results.num_errors} errored, {unfinished} unfinished, wall {wall / 60:.1f} min"
+    )
     for result in results:
         if result.error:
-            print(f"  errored: {result.path}: {str(result.error).splitlines()[0][:300]}")
-    print(report(run.logs))
-    print(f"plot: {write_plot(settings, run.logs)}")
-    print(f"logs: {run.logs}  (pandas.read_parquet reads the folder)")
+            print(f"  errored: {result.path}: {one_line(result.error, 300)}")
+    print_report(settings, logs.logs_uri(settings.storage, settings.name))
+    if unfinished:
+        print(f"interrupted: {unfinished} trials unfinished; continue with: {_resume_hint(space, settings)}",
+              file=sys.stderr)
+        return INTERRUPTED
     return 1 if results.num_errors else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tune_selcopy.run", description=__doc__.split("\n\n")[0])
+def check_experiment_state(settings: SweepSettings) -> None:
+    """Refuse to resume without Ray's experiment state, or from a damaged one (e.g. cut
+    short by a full disk): Ray would log the failure and run a trial with an empty config."""
+    fs, path = logs.resolve(experiment_uri(settings))
+    try:
+        names = [
+            info.base_name
+            for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+            if fnmatch.fnmatch(info.base_name, "experiment_state-*.json")
+        ]
+    except OSError as exc:
+        raise UserError(f"cannot list {experiment_uri(settings)}: {one_line(exc, 300)}") from None
+    if not names:
+        raise UserError(
+            f"nothing to resume at {experiment_uri(settings)}: no Ray experiment state there (the sweep stopped "
+            "before its first trial started; delete the folder to start again under this name)"
+        )
+    newest = posixpath.join(path, max(names))  # Ray resumes from the newest, by name
+    try:
+        with fs.open_input_stream(newest) as stream:
+            state = json.loads(stream.read())
+        intact = isinstance(state, dict) and {"runner_data", "trial_data"} <= set(state) and state["trial_data"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        intact = False
+    if not intact:
+        raise UserError(
+            f"cannot resume {experiment_uri(settings)}: Ray's experiment state {posixpath.basename(newest)} is "
+            f"damaged or empty; the Parquet logs in {logs.logs_uri(settings.storage, settings.name)} are intact, "
+            "but the unfinished trials cannot be continued"
+        )
+
+
+def print_report(settings: SweepSettings, logs_at: str) -> None:
+    """The grouped table, the plot and where the logs are; a line instead when there is
+    nothing to show yet (an early Ctrl-C) or the plot cannot be written."""
+    from tune_selcopy.analyze import report
+
+    try:
+        print(report(logs_at))
+        print(f"plot: {write_plot(settings, logs_at)}")
+    except (UserError, OSError) as exc:
+        print(f"(no table: {one_line(exc, 300)})")
+    print(f"logs: {logs_at}  (pandas.read_parquet reads the folder)")
+
+
+def finite(text: str) -> float:
+    """argparse type: a float that is neither inf nor nan."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m tune_selcopy.run", description=__doc__.split("\n\n")[0])
     p.add_argument("space", nargs="?", help=f"search space: {', '.join(available_spaces())}, or a .yaml space file "
                    "(ours or a reference experiment file); not needed with --resume --name")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -306,74 +566,139 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, help="seeds per setting (default: the space's)")
     p.add_argument("--max-inputs", type=int, help="training inputs per trial (default: the space's)")
     p.add_argument("--val-count", type=int, help="validation samples (a prefix of the reference 10,000)")
-    p.add_argument("--cpus-per-trial", type=float, help="default 1")
-    p.add_argument("--gpus-per-trial", type=float, help="default 0.25 on a cluster with GPUs, else 0")
+    p.add_argument("--cpus-per-trial", type=finite, help="default 1")
+    p.add_argument("--gpus-per-trial", type=finite, help="default 0.25 on a cluster with GPUs, else 0")
     p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="folder or URI (file://, s3://, gs://)")
     p.add_argument("--name", help="experiment name (default: SPACE-YYYYmmdd-HHMMSS)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted sweep (default: the latest)")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else embedded Ray)")
-    p.add_argument("--wait-for-nodes", type=float, default=0, metavar="SECONDS",
+    p.add_argument("--wait-for-nodes", type=finite, default=0, metavar="SECONDS",
                    help="on an autoscaling cluster, wait this long for a node that fits a trial")
     p.add_argument("--local-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
-    p.add_argument("--local-gpus", type=float, help="GPUs of the embedded Ray (default: torch's count)")
+    p.add_argument("--local-gpus", type=finite, help="GPUs of the embedded Ray (default: torch's count)")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def new_space(args: Any) -> ResolvedSpace:
+    """The space of a new sweep: SPACE resolved with --set, --max-inputs, --val-count and
+    --trials; its warnings go to stderr."""
+    if args.space is None:
+        raise UserError("give a SPACE: a module name or a .yaml space file")
+    sets, flags = parse_sets(args.set), trial_overrides(args.max_inputs, args.val_count)
+    if set(sets) & set(flags):
+        raise UserError(f"{', '.join(sorted(set(sets) & set(flags)))} given both by --set and by its own flag")
+    space = load_space(args.space).resolve({**sets, **flags}, args.trials)
+    for warning in space.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return space
+
+
+def resumed_sweep(args: Any, storage_uri: str) -> SweepSettings:
+    """The sweep --resume continues: --name, else the latest sweep of SPACE."""
+    if args.space is None and args.name is None:
+        raise UserError("--resume needs a SPACE (its latest sweep) or --name NAME")
+    name = args.name or latest_sweep(storage_uri, space_name_of(args.space))
+    settings = load_settings(storage_uri, name)
+    if args.space is not None and settings.space != space_name_of(args.space):
+        raise UserError(f"sweep {name} ran space {settings.space}, not {args.space}")
+    return settings
+
+
+def prepare(
+    args: Any, space: ResolvedSpace, storage_uri: str, resumed: SweepSettings | None
+) -> tuple[SweepSettings, bool]:
+    """Everything before Ray starts: checks, the sweep's settings, and (for a new sweep)
+    the claim of its folder. Returns the settings and whether the folder was claimed."""
+    address = cluster_address(args.address)
+    if address:
+        check_address(address)
+    storage.check_writable(storage_uri)
+    if resumed is not None:
+        check_experiment_state(resumed)
+        return resumed, False
+    from tune_selcopy.wiring import check_wiring
+
+    configs, seeds = space.settings, space.seeds
+    storage.check_room(storage_uri, sweep_bytes(configs, seeds), f"{len(configs) * seeds} trials")
+    settings = claim_new_sweep(args, space, storage_uri)
     try:
-        storage = args.storage if "://" in args.storage else os.path.abspath(args.storage)
-        if args.resume:
-            if args.space is None and args.name is None:
-                raise UserError("--resume needs a SPACE (its latest sweep) or --name NAME")
-            name = args.name or latest_sweep(storage, space_name_of(args.space))
-            settings = load_settings(storage, name)
-            if args.space is not None and settings.space != space_name_of(args.space):
-                raise UserError(f"sweep {name} ran space {settings.space}, not {args.space}")
-            space = settings.resolve_space()
-        else:
-            if args.space is None:
-                raise UserError("give a SPACE: a module name or a .yaml space file")
-            sets = parse_sets(args.set)
-            flags = trial_overrides(args.max_inputs, args.val_count)
-            if set(sets) & set(flags):
-                raise UserError(f"{', '.join(sorted(set(sets) & set(flags)))} given both by --set and by its own flag")
-            space = load_space(args.space).resolve({**sets, **flags}, args.trials)
-            for warning in space.warnings:
-                print(f"warning: {warning}", file=sys.stderr)
+        check_wiring(configs, space.varied_keys)
+    except BaseException:
+        release_sweep(settings)
+        raise
+    return settings, True
+
+
+def claim_new_sweep(args: Any, space: ResolvedSpace, storage_uri: str) -> SweepSettings:
+    """Claim the folder of a new sweep and write its settings there; return them."""
+    base = SweepSettings(
+        space=space.name,
+        name=args.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        storage=storage_uri,
+        trials=args.trials,
+        max_inputs=args.max_inputs,
+        val_count=args.val_count,
+        # Resolved against the cluster once connected (the default depends on its GPUs).
+        cpus_per_trial=args.cpus_per_trial or 0.0,
+        gpus_per_trial=args.gpus_per_trial or 0.0,
+        max_concurrent=args.max_concurrent,
+        resolved_space=space.to_data(),
+    )
+    # A name the user gave is theirs or refused; a default name gets a suffix instead
+    # when another sweep started in the same second.
+    names = [base.name] if args.name else [base.name, *(f"{base.name}-{i}" for i in range(2, 10))]
+    for name in names[:-1]:
+        try:
+            claim_sweep(settings := SweepSettings(**{**asdict(base), "name": name}))
+            return settings
+        except storage.FolderTaken:
+            continue
+    claim_sweep(settings := SweepSettings(**{**asdict(base), "name": names[-1]}))
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings, claimed, launched = None, False, False
+    try:
+        args = build_parser().parse_args(argv)
+        storage_uri = args.storage if "://" in args.storage else os.path.abspath(args.storage)
+        check_args(args)
+        resumed = resumed_sweep(args, storage_uri) if args.resume else None
+        space = resumed.resolve_space() if resumed else new_space(args)
         if args.dry_run:
             print(dry_run(space))
             return 0
         if not args.resume:
-            from tune_selcopy.wiring import check_wiring
-
             print("".join(f"note: {note}\n" for note in space.notes), end="")
-            check_wiring(space.settings, space.varied_keys)
-        print(connect(args.address, args.local_cpus, args.local_gpus), flush=True)
-        if not args.resume:
+        settings, claimed = prepare(args, space, storage_uri, resumed)
+        print(connect(cluster_address(args.address), args.local_cpus, args.local_gpus), flush=True)
+        if claimed:
             cpus, gpus = default_resources(args.cpus_per_trial, args.gpus_per_trial)
-            settings = SweepSettings(
-                space=space.name,
-                name=args.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage=storage,
-                trials=args.trials,
-                max_inputs=args.max_inputs,
-                val_count=args.val_count,
-                cpus_per_trial=cpus,
-                gpus_per_trial=gpus,
-                max_concurrent=args.max_concurrent,
-                resolved_space=space.to_data(),
-            )
+            settings = SweepSettings(**{**asdict(settings), "cpus_per_trial": cpus, "gpus_per_trial": gpus})
+            save_settings(settings)
+        check_feasible(settings.cpus_per_trial, settings.gpus_per_trial, args.wait_for_nodes)
         print(
             f"sweep {settings.name}: space {space.name}, {settings.cpus_per_trial:g} CPU and "
             f"{settings.gpus_per_trial:g} GPU per trial, storage {settings.storage}",
             flush=True,
         )
-        return run_sweep(space, settings, args.resume, args.wait_for_nodes)
+        tuner = make_tuner(space, settings, args.resume)
+        launched = True
+        return run_sweep(tuner, space, settings)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if claimed and not launched:
+            release_sweep(settings)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        if launched:
+            print(f"what was written is kept; continue with: {_resume_hint(space, settings)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if claimed and not launched:
+            release_sweep(settings)
+        hint = f"; continue with: {_resume_hint(space, settings)}" if launched else " before the sweep started"
+        print(f"interrupted{hint}", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

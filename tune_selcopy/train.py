@@ -7,7 +7,6 @@ bit-identically. ``python -m tune_selcopy.train`` runs one trial from the comman
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -23,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from tune_selcopy.data import MASK_TOKEN, SwapStream, batches, encode, validation_texts
-from tune_selcopy.errors import UserError
+from tune_selcopy.errors import ArgumentParser, UserError, one_line
 from tune_selcopy.model import Attention, ConvTextModel, ModelConfig, format_attention, parse_attention
 
 TRAIN_WINDOW = 1_000  # train metrics are the mean over the most recent ~1,000 inputs
@@ -78,15 +77,27 @@ class TrialConfig:
         return cls(**parsed)
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.max_inputs < self.num_validations or self.num_validations < 1:
-            problems.append(f"max_inputs {self.max_inputs} must be >= num_validations {self.num_validations} >= 1")
-        if not 1 <= self.val_count <= 10_000:
-            problems.append(f"val_count {self.val_count} must be in 1..10000")
-        if self.batch_size < 1 or self.lr <= 0:
-            problems.append("batch_size and lr must be positive")
+        checks = [
+            (self.num_validations >= 1 and self.max_inputs >= self.num_validations,
+             f"max_inputs {self.max_inputs} must be >= num_validations {self.num_validations} >= 1"),
+            (1 <= self.val_count <= 10_000, f"val_count {self.val_count} must be in 1..10000"),
+            (self.batch_size >= 1, f"batch_size {self.batch_size} must be >= 1"),
+            (math.isfinite(self.lr) and self.lr > 0, f"lr {self.lr} must be a positive number"),
+            (math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+             f"weight_decay {self.weight_decay} must be >= 0"),
+            # A negative warm-up would make the applied learning rate negative.
+            (self.warmup_steps >= 0, f"warmup_steps {self.warmup_steps} must be >= 0"),
+            # The data stream mixes the seed with numpy's SeedSequence (non-negative) and
+            # torch.manual_seed takes at most 64 bits.
+            (0 <= self.seed < 2**63, f"seed {self.seed} must be in 0..2**63-1"),
+            (self.num_layers >= 1 and self.channels >= 1 and self.kernel_size >= 1,
+             "num_layers, channels and kernel_size must be >= 1"),
+            (self.val_num_operations >= 1, f"val_num_operations {self.val_num_operations} must be >= 1"),
+        ]
+        problems = [message for ok, message in checks if not ok]
         if problems:
             raise UserError("invalid trial config: " + "; ".join(problems))
+        SwapStream.check(self.input_length, self.num_items, self.num_operations)
         self.model_config()  # raises UserError for invalid model settings
 
     def model_config(self) -> ModelConfig:
@@ -164,7 +175,10 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int = 0) -> float:
 
 def resolve_device(name: str) -> torch.device:
     """``cpu`` or ``cuda[:i]``; asking for cuda without one is an error, not a fallback."""
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # torch's message is a multi-line list of every backend
+        raise UserError(f"unknown device {name!r}: use cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} requested but torch sees no CUDA device (torch {torch.__version__})")
     if device.type not in ("cpu", "cuda"):
@@ -338,17 +352,30 @@ class Trial:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        saved = TrialConfig(**state["config"])
+        """Continue from ``state_dict()``'s output; ``UserError`` for anything else."""
+        expected = self.state_dict()
+        if not isinstance(state, Mapping) or set(state) != set(expected):
+            found = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+            raise UserError(f"not a tune_selcopy trial checkpoint (expected keys {sorted(expected)}, found {found})")
+        try:
+            saved = TrialConfig.from_dict(state["config"])
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"checkpoint has a broken config: {exc}") from None
         if saved != self.config:
             raise UserError(f"checkpoint belongs to another config: {saved} != {self.config}")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.recent.copy_(state["recent"])
+        if set(state["counters"]) != set(expected["counters"]):
+            raise UserError(f"checkpoint counters {sorted(state['counters'])} are not {sorted(expected['counters'])}")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.recent.copy_(state["recent"])
+            torch.set_rng_state(state["torch_rng"].cpu())  # map_location may have moved it to the GPU
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UserError(f"checkpoint does not fit this trial's model and optimizer: {one_line(exc, 300)}") from None
         for key, value in state["counters"].items():
             setattr(self, key, value)
         self.history = list(state["history"])
-        torch.set_rng_state(state["torch_rng"].cpu())  # map_location may have moved it to the GPU
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the checkpoint atomically into ``directory``; return the file path."""
@@ -360,12 +387,21 @@ class Trial:
         return path
 
     def load(self, directory: str | os.PathLike) -> None:
+        """Continue from the checkpoint in ``directory``.
+
+        ``weights_only=True``: checkpoints come from storage that others may write to, and
+        a full unpickle would run whatever code a crafted file names. Ours hold only
+        tensors, numbers, strings and containers, which the safe loader reads.
+        """
         path = Path(directory) / CHECKPOINT_FILE
         try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
-        except Exception as exc:  # a truncated or foreign file: say which, in one line
-            raise UserError(f"cannot read checkpoint {path}: {exc}") from exc
-        self.load_state_dict(state)
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as exc:  # truncated, foreign or crafted: say which, in one line
+            raise UserError(f"cannot read checkpoint {path}: {one_line(exc, 300)}") from None
+        try:
+            self.load_state_dict(state)
+        except UserError as exc:
+            raise UserError(f"checkpoint {path}: {exc}") from None
 
     @staticmethod
     def has_checkpoint(directory: str | os.PathLike) -> bool:
@@ -384,9 +420,9 @@ def _progress_line(config: TrialConfig, row: Mapping[str, Any]) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
     defaults = TrialConfig()
-    parser = argparse.ArgumentParser(prog="python -m tune_selcopy.train", description="Train one trial.")
+    parser = ArgumentParser(prog="python -m tune_selcopy.train", description="Train one trial.")
     parser.add_argument("--attn", default=format_attention(defaults.attn), help="per layer: 0, T or heads")
     parser.add_argument("--qkv", default=defaults.qkv, help="QK, QV, KV or QKV")
     parser.add_argument("--attnact", default=defaults.attnact, help="elu+1 or dpfp")
@@ -399,10 +435,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-dir", default=None, help="save after each validation; resume if present")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other trial-config value, applied after the flags above (repeatable)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
         from tune_selcopy.spaces import parse_sets  # spaces imports this module
 
+        args = build_parser().parse_args(argv)
         config = TrialConfig.from_dict(
             {
                 "attn": args.attn,
@@ -415,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
                 **parse_sets(args.set),
             }
         )
+        if args.checkpoint_dir:  # fail now, not after the first epoch has trained
+            check_writable_dir(args.checkpoint_dir)
         trial = Trial(config, device=args.device, threads=args.threads)
         if args.checkpoint_dir and Trial.has_checkpoint(args.checkpoint_dir):
             trial.load(args.checkpoint_dir)
@@ -423,14 +465,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{settings}\nmodel params {trial.model_params:,}  device {trial.device}", flush=True)
         for row in trial.validations():
             if args.checkpoint_dir:
-                trial.save(args.checkpoint_dir)
+                try:
+                    trial.save(args.checkpoint_dir)
+                except OSError as exc:
+                    raise UserError(f"cannot write checkpoint to {args.checkpoint_dir}: {exc}") from None
             print(_progress_line(config, row), flush=True)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        saved = f"; the checkpoint in {args.checkpoint_dir} resumes it" if args.checkpoint_dir else ""
+        print(f"interrupted{saved}", file=sys.stderr)
+        return 130
     last = trial.history[-1]
     print(json.dumps({**config.flat(), **last, "train_time_s": round(last["train_time_s"], 3)}))
     return 0
+
+
+def check_writable_dir(directory: str | os.PathLike) -> None:
+    """Create ``directory`` if needed and prove a file can be written there; else UserError."""
+    path = Path(directory)
+    probe = path / f".write-probe-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"checkpoint dir {directory} is not a writable folder: {exc.strerror or exc}") from None
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ import ray
 import torch
 from ray import tune
 
-from tune_selcopy import logs
+from tune_selcopy import logs, storage
+from tune_selcopy.errors import UserError, one_line
 from tune_selcopy.train import Trial, TrialConfig
 
 # Test-only fault injection: the trial process dies right after writing the Parquet row of
@@ -49,7 +50,23 @@ def pick_device(gpus_per_trial: float) -> str:
 
 
 def train_trial(config: dict[str, Any], run: RunInfo) -> None:
-    """Train one trial of ``config["trial"]``; report and log after every validation."""
+    """Train one trial of ``config["trial"]``; report and log after every validation.
+
+    A storage failure that a retry cannot fix (full, read-only, no permission) is raised
+    as ``StorageError``, which ``TrialFailures`` turns into the end of the sweep.
+    """
+    try:
+        _train(config, run)
+    except Exception as exc:
+        cause = storage.fatal_cause(exc)
+        if cause is not None:
+            raise storage.StorageError(f"cannot write to storage: {one_line(cause, 300)}") from None
+        raise
+
+
+def _train(config: dict[str, Any], run: RunInfo) -> None:
+    if not isinstance(config.get("trial"), dict) or "setting" not in config["trial"]:
+        raise UserError(f"not a tune_selcopy trial config (keys {sorted(config)}): was the sweep state replaced?")
     values = dict(config["trial"])
     setting = values.pop("setting")
     trial_config = TrialConfig.from_dict(values)
@@ -79,3 +96,32 @@ def train_trial(config: dict[str, Any], run: RunInfo) -> None:
         with tempfile.TemporaryDirectory() as directory:
             trial.save(directory)
             tune.report(row, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+class TrialFailures(tune.Callback):
+    """Driver-side: one line per trial failure instead of Ray's traceback, and the end of
+    the sweep on a storage failure a retry cannot fix (by itself Ray retries each trial
+    three times on a full disk, then prints a traceback)."""
+
+    @staticmethod
+    def _last_error_line(trial: Any) -> str:
+        # Tune writes each failure's text (ending with the exception line) into the
+        # trial's error file before it calls the callbacks.
+        try:
+            with open(trial.error_file) as f:
+                lines = [line.strip() for line in f if line.strip()]
+        except (OSError, TypeError):
+            return "unknown error (no error file)"
+        return lines[-1] if lines else "unknown error"
+
+    def _failed(self, trial: Any, what: str) -> None:
+        line = self._last_error_line(trial)
+        print(f"trial {trial.trial_id} failed ({what}): {line[:300]}", flush=True)
+        if f"{storage.StorageError.__name__}: " in line:  # train_trial's conversion of a fatal failure
+            raise storage.StorageError(f"trial {trial.trial_id}: {line.split(': ', 1)[-1][:300]}")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._failed(trial, f"failure {trial.run_metadata.num_failures}, retrying from its last checkpoint")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._failed(trial, f"failure {trial.run_metadata.num_failures}, no retries left")

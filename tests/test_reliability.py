@@ -1,0 +1,384 @@
+"""Bad input and broken environments, as a user meets them: every case ends in one
+``error: ...`` line with exit code 2 (130 for Ctrl-C), fast, and before Ray starts where
+it can; nothing from storage is ever unpickled as code. The faults that need a running
+sweep (Ctrl-C, a full disk, a killed driver) are in test_run.py."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyarrow.fs as pafs
+import pytest
+import torch
+
+from tune_selcopy import run, storage, train
+from tune_selcopy.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--trials", "1", "--max-inputs", "640", "--val-count", "64"]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def ray_started() -> bool:
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
+# --- checkpoints: never code, always one line ---------------------------------------------
+
+
+class _Payload:
+    """A pickle that creates a file when unpickled: the harmless stand-in for an attack."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_crafted_checkpoint_runs_no_code(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    torch.save({"config": _Payload(marker)}, ckpt / train.CHECKPOINT_FILE)
+    with open(ckpt / train.CHECKPOINT_FILE, "rb") as f:  # the payload really is in the file
+        assert b"touch" in f.read()
+    assert train.main(["--max-inputs", "640", "--val-count", "64", "--checkpoint-dir", str(ckpt)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "cannot read checkpoint" in line
+    assert not marker.exists()
+    # A plain pickle of the same object would have run it: the test can fail.
+    pickle.loads(pickle.dumps(_Payload(marker)))
+    assert marker.exists()
+
+
+def test_real_checkpoint_loads_with_the_safe_loader(tmp_path):
+    config = train.TrialConfig(max_inputs=640, val_count=64)
+    first = train.Trial(config)
+    next(first.validations())
+    first.save(tmp_path)
+    second = train.Trial(config)
+    second.load(tmp_path)  # weights_only=True
+    assert second.validation_index == 1 and second.step == first.step
+    assert torch.equal(second.model.embedding.weight, first.model.embedding.weight)
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ({"a": 1}, "not a tune_selcopy trial checkpoint"),
+        ([1, 2, 3], "not a tune_selcopy trial checkpoint"),
+        ("broken-model", "does not fit this trial's model"),
+        ("broken-config", "broken config"),
+    ],
+)
+def test_checkpoint_of_the_wrong_structure_is_one_line(tmp_path, content, expected):
+    config = train.TrialConfig(max_inputs=640, val_count=64)
+    trial = train.Trial(config)
+    if content == "broken-model":
+        state = trial.state_dict()
+        state["model"] = {"embedding.weight": torch.zeros(3, 3)}
+        content = state
+    elif content == "broken-config":
+        state = trial.state_dict()
+        state["config"] = {**state["config"], "channels": "many"}
+        content = state
+    torch.save(content, tmp_path / train.CHECKPOINT_FILE)
+    with pytest.raises(UserError, match=expected) as info:
+        trial.load(tmp_path)
+    assert "\n" not in str(info.value)
+
+
+# --- train CLI ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--device", "banana"], "unknown device 'banana'"),
+        (["--seed", "-1"], "seed -1 must be in 0..2**63-1"),
+        (["--seed", str(10**22)], "must be in 0..2**63-1"),
+        (["--warmup-steps", "-5"], "warmup_steps -5 must be >= 0"),
+        (["--max-inputs", "lots"], "argument --max-inputs: invalid int value: 'lots'"),
+        (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["--threads", "0"], "threads must be >= 1"),
+    ],
+)
+def test_train_cli_bad_input_is_one_line(capsys, args, expected):
+    assert train.main(["--max-inputs", "640", "--val-count", "64", *args]) == 2
+    assert expected in one_error_line(capsys.readouterr().err)
+
+
+def test_train_cli_unusable_checkpoint_dir_fails_before_training(tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for directory in (a_file, a_file / "sub", Path("/proc/no-such-dir")):
+        started = time.monotonic()
+        assert train.main(["--max-inputs", "640", "--val-count", "64", "--checkpoint-dir", str(directory)]) == 2
+        captured = capsys.readouterr()
+        assert "is not a writable folder" in one_error_line(captured.err)
+        assert "model params" not in captured.out  # nothing was built or trained
+        assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("args, expected", [(["validation", "--count", "0"], "--count must be >= 1"),
+                                            (["bogus"], "invalid choice: 'bogus'")])
+def test_data_cli_bad_input_is_one_line(capsys, args, expected):
+    from tune_selcopy import data
+
+    assert data.main(args) == 2
+    assert expected in one_error_line(capsys.readouterr().err)
+
+
+# --- run: bad input stops before Ray starts ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--trials", "0"], "--trials must be >= 1"),
+        (["--cpus-per-trial", "0"], "--cpus-per-trial must be > 0"),
+        (["--gpus-per-trial", "1.5"], "above 1 a GPU share must be a whole number"),
+        (["--gpus-per-trial", "-1"], "--gpus-per-trial must be >= 0"),
+        (["--max-concurrent", "-1"], "--max-concurrent must be >= 1"),
+        (["--local-cpus", "0"], "--local-cpus must be >= 1"),
+        (["--local-cpus", "-2"], "--local-cpus must be >= 1"),
+        (["--local-gpus", "-1"], "--local-gpus must be >= 0"),
+        (["--wait-for-nodes", "-3"], "--wait-for-nodes must be >= 0"),
+        (["--name", "../escape"], "--name '../escape': use 1-100 letters"),
+        (["--name", "a/b"], "--name 'a/b': use 1-100 letters"),
+        (["--name", ".hidden"], "--name '.hidden': use 1-100 letters"),
+        (["--max-inputs", "5"], "max_inputs 5 must be >= num_validations 10"),
+        (["--val-count", "0"], "val_count 0 must be in 1..10000"),
+        (["--bogus"], "unrecognized arguments: --bogus (see python -m tune_selcopy.run --help)"),
+        (["--trials", "two"], "argument --trials: invalid int value: 'two'"),
+        (["--gpus-per-trial", "inf"], "argument --gpus-per-trial: invalid finite value: 'inf'"),
+        (["--address", "127.0.0.1:6379", "--local-cpus", "2"], "--local-cpus/--local-gpus declare an embedded Ray"),
+        (["--address", "notahost"], "expected host:port, ray://host:port or auto"),
+        (["--address", "no-such-host.invalid:6379"], "unknown host 'no-such-host.invalid'"),
+        (["--storage", "/proc/tune-selcopy"], "storage /proc/tune-selcopy is not writable"),
+    ],
+)
+def test_run_bad_input_is_one_line_before_ray(tmp_path, capsys, args, expected):
+    argv = ["attn_act", *TINY, "--storage", str(tmp_path), *args]
+    started = time.monotonic()
+    assert run.main(argv) == 2
+    assert expected in one_error_line(capsys.readouterr().err)
+    assert not ray_started()
+    assert time.monotonic() - started < 15
+    assert list(tmp_path.iterdir()) == []  # nothing written, nothing claimed
+
+
+def test_unreachable_cluster_address_fails_fast(tmp_path, capsys):
+    for address in (f"127.0.0.1:{_closed_port()}", f"ray://127.0.0.1:{_closed_port()}"):
+        started = time.monotonic()
+        assert run.main(["attn_act", *TINY, "--storage", str(tmp_path), "--address", address]) == 2
+        assert f"cannot reach Ray cluster at {address}" in one_error_line(capsys.readouterr().err)
+        assert time.monotonic() - started < 15 and not ray_started()
+
+
+def test_ray_address_from_the_environment_is_checked_too(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{_closed_port()}")
+    assert run.main(["attn_act", *TINY, "--storage", str(tmp_path)]) == 2
+    assert "cannot reach Ray cluster" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("uri", ["gs://tune-selcopy-test/x", "s3://tune-selcopy-test/x"])
+def test_unreachable_object_store_is_one_line_within_seconds(uri):
+    """Without network (or credentials) gs:// hangs inside pyarrow for minutes and s3://
+    fails after Ray started; the probe gives up first. Run in a child process: the
+    hanging pyarrow call cannot be cancelled, only left behind."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "tune_selcopy.run", "attn_act", *TINY, "--storage", uri],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert f"storage {uri}" in line  # "did not answer within 10 s" offline, "is not writable" online
+    assert time.monotonic() - started < 30
+
+
+def test_read_only_storage_is_one_line(tmp_path, capsys):
+    """A read-only filesystem (root ignores folder permissions, so mount one)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount here: {mounted.stderr.decode().strip()}")
+    try:
+        assert run.main(["attn_act", *TINY, "--storage", str(ro / "results")]) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert f"storage {ro / 'results'} is not writable" in line and "Read-only file system" in line
+        assert not ray_started()
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], capture_output=True)
+
+
+def test_resume_rejects_new_sweep_options(tmp_path, capsys):
+    assert run.main(["attn_act", "--resume", "--trials", "3", "--storage", str(tmp_path)]) == 2
+    assert "--resume continues a sweep with its saved settings; drop --trials" in one_error_line(
+        capsys.readouterr().err
+    )
+
+
+# --- sweep folders: exclusive, and settings files that are not ours -----------------------------
+
+
+def _settings(tmp_path: Path, name: str) -> run.SweepSettings:
+    return run.SweepSettings(space="attn_act", name=name, storage=str(tmp_path), trials=1, max_inputs=640,
+                             val_count=64, cpus_per_trial=1.0, gpus_per_trial=0.0, max_concurrent=None)
+
+
+def test_a_sweep_name_is_claimed_once(tmp_path, capsys):
+    run.claim_sweep(_settings(tmp_path, "taken"))
+    started = time.monotonic()
+    assert run.main(["attn_act", *TINY, "--storage", str(tmp_path), "--name", "taken"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "a sweep named 'taken' already exists" in line and "--resume --name taken" in line
+    assert time.monotonic() - started < 15 and not ray_started()
+
+
+def test_a_folder_with_anything_in_it_is_not_claimed(tmp_path):
+    (tmp_path / "other" / "logs").mkdir(parents=True)
+    with pytest.raises(storage.FolderTaken):
+        run.claim_sweep(_settings(tmp_path, "other"))
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["local-exclusive-create", "object-store-markers"])
+def test_simultaneous_claims_have_one_winner(tmp_path, monkeypatch, remote):
+    if remote:  # any non-local pyarrow filesystem takes the marker protocol
+        monkeypatch.setattr(storage, "resolve", lambda uri: (pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem()),
+                                                              uri.replace(str(tmp_path), "").lstrip("/")))
+        monkeypatch.setattr(storage, "CLAIM_SETTLE_S", 0.5)
+    outcomes: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def attempt(i: int) -> None:
+        barrier.wait()
+        try:
+            storage.claim(str(tmp_path / "same"), "tune_selcopy.json", f"claimant {i}".encode(), taken="taken")
+            outcomes.append(f"won {i}")
+        except storage.FolderTaken:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [o for o in outcomes if o.startswith("won")]
+    assert len(winners) == 1 and outcomes.count("refused") == 7
+    assert (tmp_path / "same" / "tune_selcopy.json").read_text() == f"claimant {winners[0].split()[1]}"
+
+
+def test_default_names_never_collide(tmp_path, monkeypatch):
+    """Two sweeps started in the same second get distinct default names."""
+    monkeypatch.setattr(run.time, "strftime", lambda fmt: "20261129-120000")
+    parser = run.build_parser()
+    args = parser.parse_args(["attn_act", *TINY, "--storage", str(tmp_path)])
+    space = run.load_space("attn_act").resolve()
+    names = [run.claim_new_sweep(args, space, str(tmp_path)).name for _ in range(3)]
+    assert names == ["attn_act-20261129-120000", "attn_act-20261129-120000-2", "attn_act-20261129-120000-3"]
+
+
+def _write_sweep(tmp_path: Path, name: str, settings: bytes, state: str | None) -> None:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / run.RUN_FILE).write_bytes(settings)
+    if state is not None:
+        (folder / "experiment_state-2026-11-29_12-00-00.json").write_text(state)
+
+
+@pytest.mark.parametrize(
+    "settings, expected",
+    [
+        (b'{"broken', "is not a tune_selcopy sweep file (not JSON"),
+        (b'{"hello": 1}', "is not a tune_selcopy sweep file (expected keys"),
+        (b"\x80\x81binary", "is not a tune_selcopy sweep file"),
+        (b"[1, 2]", "is not a tune_selcopy sweep file"),
+    ],
+)
+def test_resume_of_a_foreign_or_corrupt_settings_file_is_one_line(tmp_path, capsys, settings, expected):
+    _write_sweep(tmp_path, "s", settings, state="{}")
+    assert run.main(["attn_act", "--resume", "--name", "s", "--storage", str(tmp_path)]) == 2
+    assert expected in one_error_line(capsys.readouterr().err)
+    assert not ray_started()
+
+
+def test_damaged_ray_state_is_refused_not_replaced_by_a_bogus_trial(tmp_path, capsys):
+    """A state file cut short (e.g. by a full disk): Ray would log the failure and run a
+    trial with an empty config; we stop with one line before Ray starts."""
+    good = _settings(tmp_path, "cut").to_json()
+    _write_sweep(tmp_path, "cut", good, state='{"trial_data": [')
+    assert run.main(["attn_act", "--resume", "--name", "cut", "--storage", str(tmp_path)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "Ray's experiment state experiment_state-2026-11-29_12-00-00.json is damaged" in line
+    assert not ray_started()
+
+
+def test_a_corrupt_neighbour_does_not_block_resume(tmp_path, capsys):
+    _write_sweep(tmp_path, "broken", b"{not json", state=None)
+    _write_sweep(tmp_path, "started-no-state", _settings(tmp_path, "started-no-state").to_json(), state=None)
+    assert run.main(["attn_act", "--resume", "--storage", str(tmp_path)]) == 2
+    # The broken folder was skipped; the latest readable sweep was picked and checked.
+    assert "nothing to resume at" in one_error_line(capsys.readouterr().err)
+    assert "started-no-state" in (tmp_path / "started-no-state" / run.RUN_FILE).read_text()
+
+
+def test_settings_round_trip_and_old_files_without_the_marker(tmp_path):
+    settings = _settings(tmp_path, "x")
+    assert run.SweepSettings.from_json(settings.to_json(), str(tmp_path), "x") == settings
+    old = json.loads(settings.to_json())
+    del old["format"]
+    assert run.SweepSettings.from_json(json.dumps(old).encode(), str(tmp_path), "x") == settings
+
+
+# --- storage failures a retry cannot fix ----------------------------------------------------
+
+
+def test_a_real_enospc_through_pyarrow_is_fatal():
+    fs = pafs.LocalFileSystem()
+    with pytest.raises(OSError) as info:
+        with fs.open_output_stream("/dev/full") as out:  # the kernel's always-full device
+            out.write(b"x" * 2**20)
+    assert storage.fatal_cause(info.value) is info.value
+    wrapped = RuntimeError("upload failed")
+    wrapped.__cause__ = info.value
+    assert storage.fatal_cause(wrapped) is info.value
+    assert storage.fatal_cause(OSError(errno.ECONNRESET, "Connection reset by peer")) is None
+    assert storage.fatal_cause(OSError(errno.EACCES, "denied")) is not None
+
+
+def test_room_is_checked_against_the_sweep_estimate(tmp_path, monkeypatch):
+    configs = run.load_space("attn_act").resolve().settings
+    need = run.sweep_bytes(configs, seeds=5)
+    # 10 trials of a 229,632-parameter model: 3 checkpoints of ~2.8 MB each, plus rows
+    assert 80 * 2**20 < need < 100 * 2**20
+    monkeypatch.setattr(storage.shutil, "disk_usage", lambda path: SimpleNamespace(free=need - 1))
+    with pytest.raises(storage.StorageError, match="MiB free, but 10 trials need about"):
+        storage.check_room(str(tmp_path), need, "10 trials")
+    monkeypatch.setattr(storage.shutil, "disk_usage", lambda path: SimpleNamespace(free=need))
+    storage.check_room(str(tmp_path), need, "10 trials")
