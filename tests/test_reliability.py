@@ -237,11 +237,13 @@ def test_read_only_storage_is_one_line(tmp_path, capsys):
         subprocess.run(["umount", "-l", str(ro)], capture_output=True)
 
 
-def test_resume_rejects_new_sweep_options(tmp_path, capsys):
-    assert run.main(["attn_act", "--resume", "--trials", "3", "--storage", str(tmp_path)]) == 2
-    assert "--resume continues a sweep with its saved settings; drop --trials" in one_error_line(
-        capsys.readouterr().err
+def test_infeasible_request_on_the_embedded_ray_fails_before_ray(tmp_path, capsys):
+    assert run.main(["attn_act", *TINY, "--storage", str(tmp_path), "--local-cpus", "2", "--local-gpus", "1",
+                     "--gpus-per-trial", "2"]) == 2
+    assert one_error_line(capsys.readouterr().err).startswith(
+        "error: no node can run a trial asking CPU 1, GPU 2: the nodes have CPU 2, GPU 1; lower"
     )
+    assert not ray_started() and list(tmp_path.iterdir()) == []
 
 
 # --- sweep folders: exclusive, and settings files that are not ours -----------------------------
@@ -294,13 +296,10 @@ def test_simultaneous_claims_have_one_winner(tmp_path, monkeypatch, remote):
     assert (tmp_path / "same" / "tune_selcopy.json").read_text() == f"claimant {winners[0].split()[1]}"
 
 
-def test_default_names_never_collide(tmp_path, monkeypatch):
+def test_default_names_never_collide(tmp_path):
     """Two sweeps started in the same second get distinct default names."""
-    monkeypatch.setattr(run.time, "strftime", lambda fmt: "20261129-120000")
-    parser = run.build_parser()
-    args = parser.parse_args(["attn_act", *TINY, "--storage", str(tmp_path)])
-    space = run.load_space("attn_act").resolve()
-    names = [run.claim_new_sweep(args, space, str(tmp_path)).name for _ in range(3)]
+    default = _settings(tmp_path, "attn_act-20261129-120000")
+    names = [run.claim_new_sweep(default, numbered=True).name for _ in range(3)]
     assert names == ["attn_act-20261129-120000", "attn_act-20261129-120000-2", "attn_act-20261129-120000-3"]
 
 
@@ -326,6 +325,17 @@ def test_resume_of_a_foreign_or_corrupt_settings_file_is_one_line(tmp_path, caps
     assert run.main(["attn_act", "--resume", "--name", "s", "--storage", str(tmp_path)]) == 2
     assert expected in one_error_line(capsys.readouterr().err)
     assert not ray_started()
+
+
+def test_resume_refuses_options_that_contradict_the_saved_sweep(tmp_path, capsys):
+    _write_sweep(tmp_path, "s", _settings(tmp_path, "s").to_json(), state="{}")
+    assert run.main(["attn_act", "--resume", "--name", "s", "--trials", "3", "--max-inputs", "640",
+                     "--storage", str(tmp_path)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "which these options contradict: --trials 3 (the sweep has 1); drop them" in line
+    # The same command again plus --resume is fine: it gets as far as Ray's (here empty) state.
+    assert run.main(["attn_act", *TINY, "--resume", "--name", "s", "--storage", str(tmp_path)]) == 2
+    assert "Ray's experiment state experiment_state-2026-11-29_12-00-00.json is damaged" in capsys.readouterr().err
 
 
 def test_damaged_ray_state_is_refused_not_replaced_by_a_bogus_trial(tmp_path, capsys):

@@ -414,17 +414,24 @@ def test_trials_spread_over_two_nodes(tmp_path, capsys):
         cluster.shutdown()
 
 
-def test_infeasible_request_fails_fast(tmp_path):
-    started = time.monotonic()
-    result = sweep("attn_act", "--trials", "1", *TINY, "--local-cpus", "2", "--local-gpus", "1",
-                   "--gpus-per-trial", "2", "--storage", str(tmp_path))
-    assert time.monotonic() - started < 30
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    # Ray may warn on stderr while starting; our error is the one last line.
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        "error: no node can run a trial asking CPU 1, GPU 2: the nodes have CPU 2, GPU 1; lower"
-    )
+def test_infeasible_request_on_a_joined_cluster_fails_fast(tmp_path, capsys):
+    """A cluster's resources are known only once joined; Ray would wait forever."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 1})
+    try:
+        started = time.monotonic()
+        code = run.main(["attn_act", "--trials", "1", *TINY, "--address", cluster.address,
+                         "--gpus-per-trial", "2", "--storage", str(tmp_path), "--name", "infeasible"])
+        assert code == 2 and time.monotonic() - started < 60
+        assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+            "error: no node can run a trial asking CPU 1, GPU 2: the nodes have CPU 2, GPU 1; lower"
+        )
+        assert list(tmp_path.iterdir()) == []  # the name was released
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
 
 
 def test_resume_without_a_sweep_is_an_error(tmp_path):

@@ -262,3 +262,17 @@ def test_train_takes_set(capsys):
     assert " channels=32 " in out and "model params 61,568" in out
     assert train.main(["--set", "channels=x"]) == 2
     assert capsys.readouterr().err == "error: --set channels: 'x' is not an integer\n"
+
+
+def test_resume_takes_only_set_values_the_sweep_has(tmp_path, capsys):
+    """--resume runs the saved space: a --set given again must match every saved setting."""
+    saved = load_space("attn_act").resolve({"channels": 32})
+    run.claim_sweep(run.SweepSettings(
+        space="attn_act", name="s", storage=str(tmp_path), trials=None, max_inputs=None, val_count=None,
+        cpus_per_trial=1.0, gpus_per_trial=0.0, max_concurrent=None, resolved_space=saved.to_data(),
+    ))
+    resume = ["--resume", "--name", "s", "--storage", str(tmp_path), "--local-cpus", "2"]
+    assert run.main([*resume, "--set", "channels=16"]) == 2
+    assert "contradict: --set channels=16 (the sweep has 32)" in capsys.readouterr().err
+    assert run.main([*resume, "--set", "channels=32"]) == 2  # accepted; then no Ray state to resume
+    assert "nothing to resume at" in capsys.readouterr().err

@@ -152,14 +152,6 @@ def check_args(args: Any) -> None:
         (not (cluster_address(args.address) and (args.local_cpus is not None or args.local_gpus is not None)),
          "--local-cpus/--local-gpus declare an embedded Ray; they do not apply with --address or RAY_ADDRESS"),
     ]
-    new_sweep_options = {
-        "--trials": args.trials, "--max-inputs": args.max_inputs, "--val-count": args.val_count,
-        "--cpus-per-trial": args.cpus_per_trial, "--gpus-per-trial": args.gpus_per_trial,
-        "--max-concurrent": args.max_concurrent, "--set": args.set or None,
-    }
-    given = [option for option, value in new_sweep_options.items() if value is not None]
-    if args.resume and given:
-        checks.append((False, f"--resume continues a sweep with its saved settings; drop {', '.join(given)}"))
     problems = [message for ok, message in checks if not ok]
     if problems:
         raise UserError("; ".join(problems))
@@ -213,8 +205,16 @@ def sweep_bytes(configs: list[dict[str, Any]], seeds: int) -> int:
 # --- Cluster and resources --------------------------------------------------------------
 
 
-def connect(address: str | None, local_cpus: int | None, local_gpus: float | None) -> str:
-    """Join the given or ambient cluster, else start an embedded one; say which."""
+def embedded_node(local_cpus: int | None, local_gpus: float | None) -> dict[str, float]:
+    """The resources an embedded Ray declares: this machine's, or --local-cpus/--local-gpus."""
+    import torch
+
+    gpus = torch.cuda.device_count() if local_gpus is None else local_gpus
+    return {"CPU": float(local_cpus or os.cpu_count() or 1), "GPU": float(gpus)}
+
+
+def connect(address: str | None, node: dict[str, float] | None) -> str:
+    """Join the cluster at ``address``, else start an embedded one declaring ``node``; say which."""
     if address:
         import ray
 
@@ -228,30 +228,24 @@ def connect(address: str | None, local_cpus: int | None, local_gpus: float | Non
     # laptops). Read by ray's constants at import, so set before the first import.
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
-    import torch
 
-    cpus = local_cpus or os.cpu_count() or 1
-    gpus = torch.cuda.device_count() if local_gpus is None else local_gpus
     try:
         ray.init(
             address="local",  # never attach to a `ray start` cluster found on this machine
-            num_cpus=cpus,
-            num_gpus=gpus,
+            num_cpus=int(node["CPU"]),
+            num_gpus=node["GPU"],
             include_dashboard=False,
             logging_level=logging.WARNING,
             log_to_driver=False,
         )
     except Exception as exc:  # noqa: BLE001 - e.g. "timed out during startup" on an overloaded machine
         raise UserError(f"could not start an embedded Ray: {one_line(exc, 300)}") from None
-    return f"started an embedded local Ray with {cpus} CPUs and {gpus:g} GPUs (loopback only)"
+    return f"started an embedded local Ray with {node['CPU']:g} CPUs and {node['GPU']:g} GPUs (loopback only)"
 
 
-def default_resources(cpus: float | None, gpus: float | None) -> tuple[float, float]:
+def trial_resources(cpus: float | None, gpus: float | None, cluster_has_gpu: bool) -> tuple[float, float]:
     """CPU machines: one trial per core; GPU clusters: four trials per GPU, one core each."""
-    import ray
-
-    has_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    return (1.0 if cpus is None else cpus, (0.25 if has_gpu else 0.0) if gpus is None else gpus)
+    return (1.0 if cpus is None else cpus, (0.25 if cluster_has_gpu else 0.0) if gpus is None else gpus)
 
 
 def _describe(resources: dict[str, float]) -> str:
@@ -259,12 +253,19 @@ def _describe(resources: dict[str, float]) -> str:
     return ", ".join(f"{key} {resources.get(key, 0):g}" for key in ("CPU", "GPU"))
 
 
-def _fits(node: dict[str, Any], request: dict[str, float]) -> bool:
-    return node.get("Alive", False) and all(node["Resources"].get(k, 0) >= v for k, v in request.items())
+def require_fit(cpus: float, gpus: float, nodes: list[dict[str, float]]) -> None:
+    """``UserError`` unless one of ``nodes`` (resource dicts) can hold a trial asking ``cpus``, ``gpus``."""
+    request = {"CPU": cpus, "GPU": gpus}
+    if not any(all(node.get(key, 0) >= value for key, value in request.items()) for node in nodes):
+        raise UserError(
+            f"no node can run a trial asking {_describe(request)}: the nodes have "
+            f"{'; '.join(map(_describe, nodes))}; lower --cpus-per-trial/--gpus-per-trial, or on an autoscaling "
+            "cluster pass --wait-for-nodes SECONDS"
+        )
 
 
 def check_feasible(cpus: float, gpus: float, wait_s: float) -> None:
-    """Fail fast when no node can ever hold one trial; Ray itself would wait forever.
+    """Fail fast when no live node can ever hold one trial; Ray itself would wait forever.
 
     With ``wait_s`` (autoscaling clusters) the request is handed to the autoscaler and the
     check waits for a node that fits.
@@ -272,19 +273,19 @@ def check_feasible(cpus: float, gpus: float, wait_s: float) -> None:
     import ray
     from ray.autoscaler.sdk import request_resources
 
-    request = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+    def live_nodes() -> list[dict[str, float]]:
+        return [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+
     deadline = time.monotonic() + wait_s
     if wait_s > 0:
-        request_resources(bundles=[request])
+        request_resources(bundles=[{"CPU": cpus, **({"GPU": gpus} if gpus else {})}])
     try:
-        while not any(_fits(node, request) for node in ray.nodes()):
-            if time.monotonic() >= deadline:
-                nodes = "; ".join(_describe(n["Resources"]) for n in ray.nodes() if n.get("Alive"))
-                raise UserError(
-                    f"no node can run a trial asking {_describe(request)}: the nodes have {nodes}; lower "
-                    "--cpus-per-trial/--gpus-per-trial, or on an autoscaling cluster pass "
-                    "--wait-for-nodes SECONDS"
-                )
+        while True:
+            try:
+                return require_fit(cpus, gpus, live_nodes())
+            except UserError:
+                if time.monotonic() >= deadline:
+                    raise
             time.sleep(2)
     finally:
         if wait_s > 0:
@@ -606,22 +607,50 @@ def resumed_sweep(args: Any, storage_uri: str) -> SweepSettings:
 
 
 def prepare(
-    args: Any, space: ResolvedSpace, storage_uri: str, resumed: SweepSettings | None
+    args: Any,
+    space: ResolvedSpace,
+    storage_uri: str,
+    address: str | None,
+    node: dict[str, float] | None,
+    resumed: SweepSettings | None,
 ) -> tuple[SweepSettings, bool]:
     """Everything before Ray starts: checks, the sweep's settings, and (for a new sweep)
-    the claim of its folder. Returns the settings and whether the folder was claimed."""
-    address = cluster_address(args.address)
+    the claim of its folder. ``node`` is the embedded Ray's resources (None when joining
+    a cluster); ``resumed`` the saved settings of the sweep to resume. Returns the
+    settings and whether the folder was claimed."""
     if address:
         check_address(address)
     storage.check_writable(storage_uri)
     if resumed is not None:
+        check_same_options(args, resumed, space)
         check_experiment_state(resumed)
+        if node:
+            require_fit(resumed.cpus_per_trial, resumed.gpus_per_trial, [node])
         return resumed, False
     from tune_selcopy.wiring import check_wiring
 
     configs, seeds = space.settings, space.seeds
+    # An embedded Ray's resources are known now; a joined cluster's once connected.
+    cpus, gpus = (args.cpus_per_trial or 0.0, args.gpus_per_trial or 0.0)
+    if node:
+        cpus, gpus = trial_resources(args.cpus_per_trial, args.gpus_per_trial, node["GPU"] > 0)
+        require_fit(cpus, gpus, [node])
     storage.check_room(storage_uri, sweep_bytes(configs, seeds), f"{len(configs) * seeds} trials")
-    settings = claim_new_sweep(args, space, storage_uri)
+    settings = claim_new_sweep(
+        SweepSettings(
+            space=space.name,
+            name=args.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage=storage_uri,
+            trials=args.trials,
+            max_inputs=args.max_inputs,
+            val_count=args.val_count,
+            cpus_per_trial=cpus,
+            gpus_per_trial=gpus,
+            max_concurrent=args.max_concurrent,
+            resolved_space=space.to_data(),
+        ),
+        numbered=args.name is None,
+    )
     try:
         check_wiring(configs, space.varied_keys)
     except BaseException:
@@ -630,32 +659,43 @@ def prepare(
     return settings, True
 
 
-def claim_new_sweep(args: Any, space: ResolvedSpace, storage_uri: str) -> SweepSettings:
-    """Claim the folder of a new sweep and write its settings there; return them."""
-    base = SweepSettings(
-        space=space.name,
-        name=args.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        storage=storage_uri,
-        trials=args.trials,
-        max_inputs=args.max_inputs,
-        val_count=args.val_count,
-        # Resolved against the cluster once connected (the default depends on its GPUs).
-        cpus_per_trial=args.cpus_per_trial or 0.0,
-        gpus_per_trial=args.gpus_per_trial or 0.0,
-        max_concurrent=args.max_concurrent,
-        resolved_space=space.to_data(),
-    )
-    # A name the user gave is theirs or refused; a default name gets a suffix instead
-    # when another sweep started in the same second.
-    names = [base.name] if args.name else [base.name, *(f"{base.name}-{i}" for i in range(2, 10))]
+def check_same_options(args: Any, settings: SweepSettings, space: ResolvedSpace) -> None:
+    """``--resume`` runs the sweep that started: an option given again must say the same
+    (a ``--set`` value: the one every saved setting has)."""
+    given = {
+        "--trials": (args.trials, settings.trials),
+        "--max-inputs": (args.max_inputs, settings.max_inputs),
+        "--val-count": (args.val_count, settings.val_count),
+        "--cpus-per-trial": (args.cpus_per_trial, settings.cpus_per_trial),
+        "--gpus-per-trial": (args.gpus_per_trial, settings.gpus_per_trial),
+        "--max-concurrent": (args.max_concurrent, settings.max_concurrent),
+    }
+    differ = [f"{option} {new} (the sweep has {old})" for option, (new, old) in given.items()
+              if new is not None and new != old]
+    for key, value in parse_sets(args.set).items():
+        saved = sorted({str(setting[key]) for setting in space.settings})
+        if saved != [str(value)]:
+            differ.append(f"--set {key}={value} (the sweep has {', '.join(saved)})")
+    if differ:
+        raise UserError(
+            f"--resume continues sweep {settings.name} with its saved settings, which these options contradict: "
+            f"{', '.join(differ)}; drop them, or start a new sweep under another --name"
+        )
+
+
+def claim_new_sweep(settings: SweepSettings, numbered: bool) -> SweepSettings:
+    """Claim ``settings``' folder and write them there; return what was claimed. With
+    ``numbered`` (a default name), a taken name gets a suffix -2, -3, ... instead of an
+    error, for sweeps started in the same second."""
+    names = [settings.name, *(f"{settings.name}-{i}" for i in range(2, 10))] if numbered else [settings.name]
     for name in names[:-1]:
         try:
-            claim_sweep(settings := SweepSettings(**{**asdict(base), "name": name}))
-            return settings
+            claim_sweep(claimed := SweepSettings(**{**asdict(settings), "name": name}))
+            return claimed
         except storage.FolderTaken:
             continue
-    claim_sweep(settings := SweepSettings(**{**asdict(base), "name": names[-1]}))
-    return settings
+    claim_sweep(claimed := SweepSettings(**{**asdict(settings), "name": names[-1]}))
+    return claimed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -663,18 +703,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         storage_uri = args.storage if "://" in args.storage else os.path.abspath(args.storage)
-        check_args(args)
         resumed = resumed_sweep(args, storage_uri) if args.resume else None
         space = resumed.resolve_space() if resumed else new_space(args)
         if args.dry_run:
             print(dry_run(space))
             return 0
+        check_args(args)
         if not args.resume:
             print("".join(f"note: {note}\n" for note in space.notes), end="")
-        settings, claimed = prepare(args, space, storage_uri, resumed)
-        print(connect(cluster_address(args.address), args.local_cpus, args.local_gpus), flush=True)
-        if claimed:
-            cpus, gpus = default_resources(args.cpus_per_trial, args.gpus_per_trial)
+        address = cluster_address(args.address)
+        node = None if address else embedded_node(args.local_cpus, args.local_gpus)
+        settings, claimed = prepare(args, space, storage_uri, address, node, resumed)
+        print(connect(address, node), flush=True)
+        if claimed and address:
+            import ray
+
+            cpus, gpus = trial_resources(
+                args.cpus_per_trial, args.gpus_per_trial, ray.cluster_resources().get("GPU", 0) > 0
+            )
             settings = SweepSettings(**{**asdict(settings), "cpus_per_trial": cpus, "gpus_per_trial": gpus})
             save_settings(settings)
         check_feasible(settings.cpus_per_trial, settings.gpus_per_trial, args.wait_for_nodes)
