@@ -41,7 +41,8 @@ from tune_selcopy.train import TrialConfig
 # Trial-config keys a space may set; the seed is the dimension a sweep repeats.
 FIELD_TYPES: dict[str, Any] = {k: v for k, v in typing.get_type_hints(TrialConfig).items() if k != "seed"}
 SPACE_FILE_SUFFIXES = (".yaml", ".yml")
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# A sweep is named NAME-YYYYmmdd-HHMMSS[-N]; run.py allows sweep names of 100 characters.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
 
 
 # --- Values ----------------------------------------------------------------------------
@@ -363,7 +364,7 @@ def load_space_file(path: str) -> Space:
 def space_name(text: Any, path: str) -> str:
     """A space name must be usable in folder names (sweeps are ``NAME-YYYYmmdd-HHMMSS``)."""
     if not isinstance(text, str) or not NAME_PATTERN.fullmatch(text):
-        raise UserError(f"space file {path}: name {text!r} must be letters, digits, '_', '.' or '-'")
+        raise UserError(f"space file {path}: name {text!r} must be 1-80 letters, digits, '_', '.' or '-'")
     return text
 
 
