@@ -1,73 +1,45 @@
-"""Offline checks of the cluster configs in cluster/ and of .rayignore.
+"""Offline checks of the launcher configs in cluster/, the commands their headers and
+cluster/README.md give, and .rayignore. (KubeRay: test_kuberay.py; the image:
+test_image.py; autoscaling for real: test_autoscaling.py.)
 
-No cloud is reachable here, so these run Ray's own config code instead:
+No cloud is reachable here, so these run Ray's own code instead:
 - launcher YAMLs: ray.autoscaler._private.util.prepare_config + validate_config
   (the steps `ray up` runs before it talks to a cloud), plus the properties this
   project relies on (GPU type scaling from 0, Ray pin, setup, token auth, no
   public dashboard port); broken copies must be rejected by the same validator;
-- KubeRay manifest: its RayCluster part through Ray's KubeRay autoscaling-config
-  conversion (which validates the result);
+- documented commands: parsed by Ray's own CLI and the run command's own parser;
 - .rayignore: walked with Ray's own working_dir packaging code.
 """
 
 from __future__ import annotations
 
 import copy
+import fnmatch
+import json
+import os
 import re
-import shlex
-import tomllib
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
-import yaml
-
 from ray._private import ray_constants
 from ray._private.runtime_env import packaging
-from ray.autoscaler._private.kuberay.autoscaling_config import (
-    _derive_autoscaling_config_from_ray_cr,
-)
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from tune_selcopy.run import build_parser
+from cluster_files import (
+    ROOT, entrypoint, header_commands, job_submissions, load, parse_ray, parse_run, python_tag,
+    ray_pin, readme_commands,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-CLUSTER = ROOT / "cluster"
 LAUNCHER_CONFIGS = ["aws-gpu.yaml", "gcp-gpu.yaml"]
 REMOTE_PROJECT = "/home/ray/tune_selcopy"
 DASHBOARD_PORT = 8265
-# The options the run command really has, read from its own parser.
-RUN_OPTIONS = {o for a in build_parser()._actions for o in a.option_strings}
+TUNNEL = f"http://127.0.0.1:{DASHBOARD_PORT}"  # `ray dashboard`'s SSH port-forward
 
 
 # --------------------------------------------------------------------------- helpers
-def _ray_pin() -> str:
-    """X.Y.Z from the `ray[tune]==X.Y.Z` requirement in pyproject.toml."""
-    with open(ROOT / "pyproject.toml", "rb") as f:
-        deps = tomllib.load(f)["project"]["dependencies"]
-    pins = [
-        m.group(1)
-        for d in deps
-        if (m := re.fullmatch(r"\s*ray\[[^\]]*\btune\b[^\]]*\]\s*==\s*([0-9][0-9.]*)\s*", d))
-    ]
-    assert len(pins) == 1, f"expected one ray[tune]==X pin in pyproject.toml, got {deps}"
-    return pins[0]
-
-
-def _python_tag() -> str:
-    """py311 from requires-python '>=3.11'."""
-    with open(ROOT / "pyproject.toml", "rb") as f:
-        req = tomllib.load(f)["project"]["requires-python"]
-    m = re.search(r"(\d+)\.(\d+)", req)
-    assert m, req
-    return f"py{m.group(1)}{m.group(2)}"
-
-
-def _load(name: str) -> dict:
-    with open(CLUSTER / name) as f:
-        return yaml.safe_load(f)
-
-
 def _validated(cfg: dict) -> dict:
     """What `ray up` does to a config before touching a cloud."""
     prepared = prepare_config(copy.deepcopy(cfg))
@@ -139,13 +111,13 @@ def _all_commands(cfg: dict) -> list[str]:
 # --------------------------------------------------------------------------- launcher YAMLs
 @pytest.fixture(params=LAUNCHER_CONFIGS)
 def launcher(request):
-    return request.param, _load(request.param)
+    return request.param, load(request.param)
 
 
 def test_pin_is_read_from_pyproject():
-    pin = _ray_pin()
+    pin = ray_pin()
     assert re.fullmatch(r"\d+\.\d+\.\d+", pin)
-    assert _python_tag().startswith("py3")
+    assert python_tag().startswith("py3")
 
 
 def test_launcher_config_passes_rays_validator(launcher):
@@ -181,7 +153,7 @@ def test_gpu_worker_type_scales_from_zero(launcher):
 
 def test_ray_version_matches_project_pin(launcher):
     _, cfg = launcher
-    pin, py = _ray_pin(), _python_tag()
+    pin, py = ray_pin(), python_tag()
     images = _image_tags(cfg)
     assert images, "no Ray image declared"
     for image in images:
@@ -216,15 +188,45 @@ def test_setup_installs_project_on_every_node(launcher):
     assert any("torch.cuda.is_available()" in c for c in prepared["worker_setup_commands"])
 
 
+def _docker_env(cfg: dict) -> dict[str, str]:
+    """The variables every container gets (`docker run --env`)."""
+    return dict(o.removeprefix("--env ").split("=", 1) for o in cfg["docker"]["run_options"]
+                if o.startswith("--env "))
+
+
 def test_token_auth_on_every_node(launcher):
     _, cfg = launcher
-    assert "--env RAY_AUTH_MODE=token" in cfg["docker"]["run_options"]
+    assert _docker_env(cfg)["RAY_AUTH_MODE"] == "token"
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         start = [c for c in cfg[key] if "ray start" in c]
         assert start and all("RAY_AUTH_MODE=token" in c for c in start), key
-    # the token generated locally (`ray get-auth-token --generate`) goes to every node
-    assert cfg["file_mounts"]["/home/ray/.ray/auth_token"] == "~/.ray/auth_token"
     assert all("$RAY_HEAD_IP" in c for c in cfg["worker_start_ray_commands"] if "ray start" in c)
+
+
+def test_header_token_commands_make_the_folder_every_node_mounts(launcher, tmp_path, monkeypatch):
+    """Runs the header's token commands in an empty home, then follows the config: the
+    token reaches every container as a file inside a mounted folder. A folder, because
+    Docker bind-mounts each file_mounts path at container creation and `ray up` re-syncs
+    a changed file by replacing it: a single-file mount keeps showing the old token."""
+    name, cfg = launcher
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env.update(HOME=str(tmp_path), PATH=f"{Path(sys.executable).parent}:{env['PATH']}")
+    token_commands = [c for c in header_commands(name) if c.argv[0] == "mkdir" or "get-auth-token" in c.argv]
+    assert len(token_commands) == 2
+    for command in token_commands:
+        subprocess.run(["bash", "-c", command.line], env=env, cwd=ROOT, check=True, timeout=120)
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    def local(source: str) -> Path:  # as `ray up` reads a file_mounts source, from the repo root
+        return ROOT / os.path.expanduser(source)
+
+    assert all(local(source).is_dir() for source in cfg["file_mounts"].values()), cfg["file_mounts"]
+    (remote, source), = [(r, s) for r, s in cfg["file_mounts"].items() if r != REMOTE_PROJECT]
+    token = local(source) / "auth_token"
+    assert token.read_text() == (tmp_path / ".ray" / "auth_token").read_text() != ""  # what clients read
+    assert local(source).stat().st_mode & 0o077 == 0  # the folder is private
+    assert _docker_env(cfg)["RAY_AUTH_TOKEN_PATH"] == f"{remote}/auth_token"
 
 
 def test_dashboard_not_exposed(launcher):
@@ -241,7 +243,7 @@ def test_dashboard_not_exposed(launcher):
 
 def test_world_open_rule_detector_can_fail():
     """The security check above would see a rule like Ray's own example's."""
-    cfg = _load("aws-gpu.yaml")
+    cfg = load("aws-gpu.yaml")
     cfg["provider"]["security_group"]["IpPermissions"] = [
         {"FromPort": 8265, "ToPort": 8265, "IpProtocol": "TCP",
          "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
@@ -312,7 +314,7 @@ BREAKAGES = [
     "breakage, reason", BREAKAGES, ids=[b.__name__[len("_break_"):] for b, _ in BREAKAGES]
 )
 def test_broken_copy_is_rejected(name, breakage, reason):
-    cfg = _load(name)
+    cfg = load(name)
     _validated(copy.deepcopy(cfg))  # the intact file passes ...
     breakage(cfg)
     # jsonschema errors (schema), ValueError (cross-checks), AssertionError
@@ -323,102 +325,198 @@ def test_broken_copy_is_rejected(name, breakage, reason):
         _validated(cfg)  # ... the broken copy does not
 
 
-# --------------------------------------------------------------------------- KubeRay
-@pytest.fixture(scope="module")
-def rayjob():
-    return _load("kuberay.yaml")
+# --------------------------------------------------------------------------- node_config vs the cloud APIs
+# Ray passes each node type's node_config to the cloud's create call without looking
+# inside; these are the APIs' own request schemas (tests/schemas/README.md).
+SCHEMAS = ROOT / "tests" / "schemas"
 
 
-def _raycluster_from(rayjob: dict) -> dict:
-    """The RayJob's embedded cluster as a RayCluster CR (what the operator creates)."""
-    return {
-        "apiVersion": "ray.io/v1",
-        "kind": "RayCluster",
-        "metadata": {
-            "name": rayjob["metadata"]["name"],
-            "namespace": rayjob["metadata"].get("namespace", "default"),
-        },
-        "spec": copy.deepcopy(rayjob["spec"]["rayClusterSpec"]),
-    }
+def gce_instance_schema() -> dict:
+    """The body of Compute Engine's instances.insert (an Instance) as JSON Schema.
+
+    From the API's discovery document: Google APIs reject JSON fields they do not know
+    ("Unknown name ... Cannot find field"), so every object is closed; int64 fields are
+    strings in the document, and the API takes them as JSON numbers too.
+    """
+    doc = json.loads((SCHEMAS / "gce-compute-v1-instance.json").read_text())
+
+    def convert(node: dict) -> dict:
+        if "$ref" in node:
+            return {"$ref": f"#/definitions/{node['$ref']}"}
+        if node.get("type") == "string" and node.get("format") in ("int64", "uint64"):
+            return {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": "^-?[0-9]+$"}]}
+        out = {k: node[k] for k in ("type", "enum") if k in node}
+        if "items" in node:
+            out["items"] = convert(node["items"])
+        if node.get("type") == "object":
+            out["properties"] = {k: convert(v) for k, v in node.get("properties", {}).items()}
+            extra = node.get("additionalProperties")
+            out["additionalProperties"] = convert(extra) if extra else False
+        return out
+
+    return {"$ref": f"#/definitions/{doc['request']}",
+            "definitions": {name: convert(schema) for name, schema in doc["schemas"].items()}}
 
 
-def test_kuberay_is_a_rayjob(rayjob):
-    assert rayjob["apiVersion"] == "ray.io/v1"
-    assert rayjob["kind"] == "RayJob"
-    assert rayjob["spec"]["shutdownAfterJobFinishes"] is True
+def ec2_run_instances_schema() -> dict:
+    """The input of EC2 RunInstances (what Ray's create_instances(**node_config) sends)
+    as JSON Schema: what boto3 checks before sending (unknown or missing parameters,
+    types) and the service model's enums, which EC2 checks."""
+    doc = json.loads((SCHEMAS / "ec2-2016-11-15-run-instances.json").read_text())
+    scalar = {"string": "string", "integer": "integer", "long": "integer", "boolean": "boolean",
+              "float": "number", "double": "number", "blob": "string", "timestamp": ["string", "number"]}
+
+    def ref(name: str) -> dict:
+        return {"$ref": f"#/definitions/{name}"}
+
+    def convert(shape: dict) -> dict:
+        kind = shape["type"]
+        if kind == "structure":
+            out = {"type": "object", "additionalProperties": False,
+                   "properties": {k: ref(m["shape"]) for k, m in shape["members"].items()}}
+            return {**out, "required": shape["required"]} if shape.get("required") else out
+        if kind == "list":
+            return {"type": "array", "items": ref(shape["member"]["shape"])}
+        if kind == "map":
+            return {"type": "object", "additionalProperties": ref(shape["value"]["shape"])}
+        return {"type": scalar[kind], **({"enum": shape["enum"]} if "enum" in shape else {})}
+
+    return {**ref(doc["input"]), "definitions": {name: convert(s) for name, s in doc["shapes"].items()}}
 
 
-def test_kuberay_converts_through_rays_autoscaler_code(rayjob):
-    cfg = _derive_autoscaling_config_from_ray_cr(_raycluster_from(rayjob))  # validates
-    types = cfg["available_node_types"]
-    head = types.pop("headgroup")
-    assert head["resources"].get("GPU", 0) == 0
-    assert len(types) == 1
-    (gpu,) = types.values()
-    assert gpu["min_workers"] == 0
-    assert gpu["max_workers"] >= 1
-    assert isinstance(gpu["resources"]["GPU"], int) and gpu["resources"]["GPU"] >= 1
-    assert gpu["resources"]["CPU"] >= 4 * gpu["resources"]["GPU"]
-    assert cfg["idle_timeout_minutes"] == rayjob["spec"]["rayClusterSpec"][
-        "autoscalerOptions"]["idleTimeoutSeconds"] / 60
+CLOUD_SCHEMAS = {"gcp": gce_instance_schema, "aws": ec2_run_instances_schema}
 
 
-def test_kuberay_gpu_limit_on_worker_group(rayjob):
-    spec = rayjob["spec"]["rayClusterSpec"]
-    assert spec["enableInTreeAutoscaling"] is True
-    (group,) = spec["workerGroupSpecs"]
-    assert group["minReplicas"] == 0 and group["replicas"] == 0
-    assert group["maxReplicas"] >= 1
-    (container,) = group["template"]["spec"]["containers"]
-    gpus = container["resources"]["limits"]["nvidia.com/gpu"]
-    assert isinstance(gpus, int) and gpus >= 1
-    head_limits = spec["headGroupSpec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert not any(k.endswith("gpu") for k in head_limits)
+def _api_request(provider: str, node_config: dict) -> dict:
+    """What Ray sends for one node: on AWS with the counts it adds (and without its own
+    SubnetIds key, which it turns into SubnetId)."""
+    if provider == "aws":
+        return {k: v for k, v in node_config.items() if k != "SubnetIds"} | {"MinCount": 1, "MaxCount": 1}
+    return node_config
 
 
-def test_kuberay_version_matches_pin(rayjob):
-    pin, py = _ray_pin(), _python_tag()
-    spec = rayjob["spec"]["rayClusterSpec"]
-    assert str(spec["rayVersion"]) == pin
-    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
-    for g in groups:
-        for c in g["template"]["spec"]["containers"]:
-            assert f"ray{pin}-{py}" in c["image"] or c["image"].startswith(
-                f"rayproject/ray:{pin}-{py}"), c["image"]
+def _api_errors(provider: str, node_config: dict) -> list[str]:
+    validator = jsonschema.Draft4Validator(CLOUD_SCHEMAS[provider]())
+    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in validator.iter_errors(_api_request(provider, node_config))]
 
 
-def test_kuberay_entrypoint_runs_our_module_on_a_bucket(rayjob):
-    argv = shlex.split(rayjob["spec"]["entrypoint"])
-    assert argv[:4] == ["python", "-m", "tune_selcopy.run", "attn_invent"]
-    opts = [a for a in argv[4:] if a.startswith("--")]
-    assert set(opts) <= RUN_OPTIONS, set(opts) - RUN_OPTIONS
-    storage = argv[argv.index("--storage") + 1]
-    assert re.match(r"(s3|gs)://[^/]+/", storage), storage
-    assert float(argv[argv.index("--gpus-per-trial") + 1]) == 0.25
-    # GPU workers scale from 0: the feasibility check must wait for the autoscaler.
-    assert float(argv[argv.index("--wait-for-nodes") + 1]) >= 600
+def test_node_configs_pass_the_cloud_api_schema(launcher):
+    _, cfg = launcher
+    for node_type in cfg["available_node_types"].values():
+        assert _api_errors(cfg["provider"]["type"], node_type["node_config"]) == []
 
 
-def test_kuberay_security(rayjob):
-    spec = rayjob["spec"]["rayClusterSpec"]
-    assert spec["authOptions"]["mode"] == "token"
-    assert spec["headGroupSpec"].get("serviceType", "ClusterIP") == "ClusterIP"
+# (provider, breakage of the GPU worker's node_config, the API's complaint)
+NODE_CONFIG_BREAKAGES = [
+    ("gcp", lambda nc: nc.update(scheduling=[{"onHostMaintenance": "TERMINATE"}]), "is not of type 'object'"),
+    ("gcp", lambda nc: nc["scheduling"].update(onHostMaintenance="terminate"), "is not one of ['MIGRATE', 'TERMINATE']"),
+    ("gcp", lambda nc: nc.update(machineTyp=nc.pop("machineType")), "'machineTyp' was unexpected"),
+    ("aws", lambda nc: nc.update(InstanceTyp=nc.pop("InstanceType")), "'InstanceTyp' was unexpected"),
+    ("aws", lambda nc: nc.update(InstanceType="g5.xlarg"), "'g5.xlarg' is not one of"),
+    ("aws", lambda nc: nc["BlockDeviceMappings"][0]["Ebs"].update(VolumeSize="100GB"), "is not of type 'integer'"),
+]
 
 
-def test_kuberay_broken_copies_are_rejected(rayjob):
-    rc = _raycluster_from(rayjob)
-    no_max = copy.deepcopy(rc)
-    del no_max["spec"]["workerGroupSpecs"][0]["maxReplicas"]
-    with pytest.raises(KeyError):
-        _derive_autoscaling_config_from_ray_cr(no_max)
-    fractional = copy.deepcopy(rc)
-    fractional["spec"]["workerGroupSpecs"][0]["rayStartParams"]["num-gpus"] = "0.25"
-    with pytest.raises(ValueError):
-        _derive_autoscaling_config_from_ray_cr(fractional)
-    typo = copy.deepcopy(rc)
-    typo["spec"]["workerGroupSpecs"][0]["rayStartParams"]["num-cpus"] = "four"
-    with pytest.raises(ValueError):
-        _derive_autoscaling_config_from_ray_cr(typo)
+@pytest.mark.parametrize("provider, breakage, message", NODE_CONFIG_BREAKAGES,
+                         ids=["gcp-scheduling-list", "gcp-enum-case", "gcp-typo", "aws-typo", "aws-instance-type",
+                              "aws-volume-size"])
+def test_broken_node_config_is_rejected_by_the_api_schema(provider, breakage, message):
+    cfg = load({"gcp": "gcp-gpu.yaml", "aws": "aws-gpu.yaml"}[provider])
+    node_config = copy.deepcopy(next(iter(_gpu_types(cfg).values()))["node_config"])
+    breakage(node_config)
+    errors = _api_errors(provider, node_config)
+    assert len(errors) == 1 and message in errors[0], errors
+
+
+# --------------------------------------------------------------------------- documented commands
+def _documented() -> list:
+    return readme_commands() + [c for name in LAUNCHER_CONFIGS for c in header_commands(name)]
+
+
+def test_documented_ray_commands_parse():
+    """Every `ray ...` command in the README and the config headers is one Ray's own CLI
+    accepts, on a file that exists; every job's entrypoint is one the run command accepts."""
+    ray_commands = [c for c in _documented() if c.argv[0] == "ray"]
+    assert len(ray_commands) >= 15
+    for command in ray_commands:
+        name, params = parse_ray(command.argv)  # click.UsageError names a bad option
+        if "cluster_config_file" in params:
+            assert (ROOT / params["cluster_config_file"]).is_file(), command
+        if name == "submit":
+            parse_run(entrypoint(command))
+    runs = [c for c in _documented() if c.argv[:3] == ["python", "-m", "tune_selcopy.run"]]
+    for command in runs:
+        parse_run(command.argv)
+
+
+def test_documented_sweeps_wait_for_gpu_workers_from_zero():
+    """Each documented submission reaches the cluster through the tunnel with the token,
+    and asks the autoscaler for GPU workers instead of failing on a cluster that has none
+    yet (--wait-for-nodes), with 4 trials per 1-GPU, 4-CPU worker."""
+    submissions = job_submissions(_documented())
+    assert [c.source for c in submissions] == ["cluster/README.md", *(f"cluster/{n}" for n in LAUNCHER_CONFIGS)]
+    for submit in submissions:
+        _, params = parse_ray(submit.argv)
+        assert submit.env.get("RAY_AUTH_MODE") == "token", submit
+        assert (params["address"] or submit.env.get("RAY_ADDRESS")) == TUNNEL, submit
+        assert params["working_dir"] == ".", submit
+        args = parse_run(entrypoint(submit))
+        assert args.wait_for_nodes >= 600, submit
+        assert (args.gpus_per_trial, args.cpus_per_trial) == (0.25, 1), submit
+        assert re.match(r"(s3|gs)://[^/]+/", args.storage) and args.name, submit
+
+
+def test_header_commands_drive_their_own_config(launcher):
+    name, cfg = launcher
+    commands = header_commands(name)
+    lifecycle = {parse_ray(c.argv)[0]: parse_ray(c.argv)[1] for c in commands
+                 if c.argv[:2] in (["ray", "up"], ["ray", "dashboard"], ["ray", "down"])}
+    assert set(lifecycle) == {"up", "dashboard", "down"}
+    assert all(p["cluster_config_file"] == f"cluster/{name}" for p in lifecycle.values())
+    (submit,) = job_submissions(commands)
+    args = parse_run(entrypoint(submit))
+    assert args.storage.startswith({"aws": "s3://", "gcp": "gs://"}[cfg["provider"]["type"]])
+    (gpu,) = _gpu_types(cfg).values()
+    trials = int(gpu["resources"]["GPU"] / args.gpus_per_trial)
+    assert trials * args.cpus_per_trial <= gpu["resources"]["CPU"]
+
+
+def test_aws_head_role_may_launch_the_gpu_workers():
+    """The head's role launches the workers: it must pass their instance profile's role
+    and read the SSM parameter their `resolve:ssm:` image is named by."""
+    cfg = load("aws-gpu.yaml")
+    (policy,) = [c for c in readme_commands() if c.argv[:3] == ["aws", "iam", "put-role-policy"]
+                 and c.argv[c.argv.index("--role-name") + 1] == "ray-autoscaler-v1"]
+    statements = json.loads(policy.argv[policy.argv.index("--policy-document") + 1])["Statement"]
+
+    def allowed(action: str) -> list[str]:
+        return [r for st in statements if st["Effect"] == "Allow" and action in _listed(st["Action"])
+                for r in _listed(st["Resource"])]
+
+    for worker in _gpu_types(cfg).values():
+        node = worker["node_config"]
+        role = node["IamInstanceProfile"]["Name"]  # the README names role and profile alike
+        assert any(r.endswith(f":role/{role}") for r in allowed("iam:PassRole"))
+        image = node["ImageId"]
+        if image.startswith("resolve:ssm:"):
+            arn = f"arn:aws:ssm:{cfg['provider']['region']}::parameter{image.removeprefix('resolve:ssm:')}"
+            assert any(fnmatch.fnmatchcase(arn, r) for r in allowed("ssm:GetParameters")), arn
+
+
+def _listed(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def test_gcp_gpu_workers_stop_on_host_maintenance():
+    """GPU VMs cannot live-migrate; the Compute Engine API takes `scheduling` as one
+    object (a list is a 400 from instances.insert, after `ray up` is under way)."""
+    cfg = load("gcp-gpu.yaml")
+    for worker in _gpu_types(cfg).values():
+        node = worker["node_config"]
+        assert node["guestAccelerators"]
+        assert isinstance(node["scheduling"], dict)
+        assert node["scheduling"]["onHostMaintenance"] == "TERMINATE"
 
 
 # --------------------------------------------------------------------------- .rayignore

@@ -3,8 +3,8 @@ GPU packing, Parquet logs, retries, resume, job submission, several nodes, bad i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import errno
 import ipaddress
 import os
 import shutil
@@ -328,13 +328,9 @@ def test_full_disk_ends_the_sweep_in_one_line_and_resumes_after_space_is_freed(t
         logs = disk / "full" / "logs"
         _wait_for_rows(logs, 1, driver)
         filler = disk / "filler"
-        with open(filler, "wb") as f:  # take every byte that is left
-            try:
-                while True:
-                    f.write(b"\0" * 2**16)
-                    f.flush()
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC
+        with open("/dev/zero", "rb") as zeros, open(filler, "wb") as out, contextlib.suppress(OSError):
+            shutil.copyfileobj(zeros, out)  # take every byte that is left
+        assert shutil.disk_usage(disk).free < 2**20
         filled = time.monotonic()
         stdout, stderr = driver.communicate(timeout=180)
         assert driver.returncode == 2, stderr[-3000:]
@@ -419,16 +415,21 @@ def test_infeasible_request_on_a_joined_cluster_fails_fast(tmp_path, capsys):
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 1})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0})
     try:
         started = time.monotonic()
         code = run.main(["attn_act", "--trials", "1", *TINY, "--address", cluster.address,
                          "--gpus-per-trial", "2", "--storage", str(tmp_path), "--name", "infeasible"])
         assert code == 2 and time.monotonic() - started < 60
         assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
-            "error: no node can run a trial asking CPU 1, GPU 2: the nodes have CPU 2, GPU 1; lower"
+            "error: no node can run a trial asking CPU 1, GPU 2: the nodes have CPU 2, GPU 0; lower"
         )
         assert list(tmp_path.iterdir()) == []  # the name was released
+        # Waiting for nodes on a cluster without GPUs yet: the GPU share must be said.
+        ray.shutdown()  # main() leaves its driver connected, as a CLI process would until exit
+        assert run.main(["attn_act", "--trials", "1", *TINY, "--address", cluster.address,
+                         "--wait-for-nodes", "5", "--storage", str(tmp_path)]) == 2
+        assert "the cluster has no GPU yet" in capsys.readouterr().err
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -64,3 +64,11 @@ def write_row(logs: str, trial_id: str, row: Mapping[str, Any]) -> str:
     pq.write_table(pa.Table.from_pylist([record]), tmp, filesystem=fs)
     fs.move(tmp, path)
     return target
+
+
+def read_row(logs: str, trial_id: str, validation_index: int) -> dict[str, Any] | None:
+    """The row ``write_row`` wrote for this trial and validation, or None if there is none."""
+    fs, path = resolve(row_file(logs, trial_id, validation_index))
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    return pq.read_table(path, filesystem=fs).to_pylist()[0]

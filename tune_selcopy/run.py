@@ -718,9 +718,15 @@ def main(argv: list[str] | None = None) -> int:
         if claimed and address:
             import ray
 
-            cpus, gpus = trial_resources(
-                args.cpus_per_trial, args.gpus_per_trial, ray.cluster_resources().get("GPU", 0) > 0
-            )
+            has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+            if args.gpus_per_trial is None and args.wait_for_nodes > 0 and not has_gpu:
+                # An autoscaling cluster that starts without GPU workers: the default would
+                # make CPU trials, which then run on the head.
+                raise UserError(
+                    "the cluster has no GPU yet, so the default --gpus-per-trial cannot be read from it: pass "
+                    "--gpus-per-trial (0.25 for four trials per GPU, 0 for CPU-only trials)"
+                )
+            cpus, gpus = trial_resources(args.cpus_per_trial, args.gpus_per_trial, has_gpu)
             settings = SweepSettings(**{**asdict(settings), "cpus_per_trial": cpus, "gpus_per_trial": gpus})
             save_settings(settings)
         check_feasible(settings.cpus_per_trial, settings.gpus_per_trial, args.wait_for_nodes)

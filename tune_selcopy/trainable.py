@@ -80,6 +80,12 @@ def _train(config: dict[str, Any], run: RunInfo) -> None:
         with checkpoint.as_directory() as directory:
             trial.load(directory)
     trial_id = tune.get_context().get_trial_id()
+    # Ray snapshots its experiment state every 10 s or so: a driver killed just after a
+    # trial ended resumes that trial from an earlier checkpoint. Its last row says it
+    # is done, so report that instead of training it again.
+    if not trial.finished and (done := logs.read_row(run.logs, trial_id, trial_config.num_validations)):
+        tune.report(done)
+        return
     crash_after = int(os.environ.get(CRASH_ENV, "0")) if checkpoint is None else 0
     identity = {
         "experiment": run.experiment,

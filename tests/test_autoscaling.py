@@ -1,0 +1,449 @@
+"""Autoscaling from zero GPU workers, for real, on Ray's own fake multi-node provider.
+
+The provider (``fake_multinode``) is the one Ray's autoscaler tests use: the autoscaler
+on the head launches each "node" as a separate set of Ray processes (raylet, agents) on
+this machine, registered under the node type it chose. The node types come from
+cluster/aws-gpu.yaml (resources, min_workers, max_workers), and the sweep is submitted
+with the README's own ``ray job submit`` command, so these tests follow the shipped
+config and docs. Only the cloud calls are simulated.
+
+``ray.cluster_utils.AutoscalingCluster`` wraps the same provider, but it cannot be used
+here: its start/shutdown run ``ray stop --force`` (which would stop every Ray on a shared
+machine), and the defaults file it reads (fake_multi_node/example.yaml) is not in the
+ray 2.60 wheel. So the head is started the way it does it (``RAY_FAKE_CLUSTER=1 ray start
+--head --autoscaling-config=...``, autoscaler update every second), with free ports, a
+private temp dir, token auth, and stopped by process group.
+
+Storage: a multi-node sweep needs storage every node can reach (a bucket on a cloud).
+Here every "node" is a process on this machine, so a local folder is reachable by all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cluster_files import ROOT, entrypoint, job_submissions, load, readme_commands, with_values, without
+
+PY = sys.executable
+LAUNCHER_CONFIG = "aws-gpu.yaml"
+TINY = ["--max-inputs", "2000", "--val-count", "200"]
+VALIDATIONS = 10  # rows per finished trial at these sizes
+# The config's 5-minute idle timeout, shortened so a test sees the scale-down. Not much
+# shorter: a raylet counts idle time from its start, and on a loaded machine a new
+# worker can take seconds to register and get its first trial.
+IDLE_TIMEOUT_MINUTES = 10 / 60
+# A worker whose raylet stops reporting is replaced after this long (Ray's default: 30 s).
+HEARTBEAT_TIMEOUT_S = 10
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fake_provider_config(launcher: dict, gcs_address: str) -> dict:
+    """The launcher config's node types on the fake multi-node provider.
+
+    The head type keeps the config's resources under the provider's fixed head type name;
+    every worker type keeps its name, resources, min_workers and max_workers. node_config
+    (instance types, images) means nothing to a fake provider and is left empty.
+    """
+    types = launcher["available_node_types"]
+    head = launcher["head_node_type"]
+    workers = {
+        name: {"resources": nt["resources"], "node_config": {},
+               "min_workers": nt["min_workers"], "max_workers": nt["max_workers"]}
+        for name, nt in types.items() if name != head
+    }
+    return {
+        "cluster_name": "fake-" + launcher["cluster_name"],
+        "max_workers": launcher["max_workers"],
+        "upscaling_speed": launcher["upscaling_speed"],
+        "idle_timeout_minutes": IDLE_TIMEOUT_MINUTES,
+        "provider": {
+            "type": "fake_multinode",
+            # Workers join this head, not the provider's default 6379 (another Ray's).
+            "gcs_address": gcs_address,
+            "use_node_id_as_ip": True,
+            "disable_node_updaters": True,
+            "disable_launch_config_check": True,
+        },
+        "available_node_types": {
+            "ray.head.default": {"resources": types[head]["resources"], "node_config": {}, "max_workers": 0},
+            **workers,
+        },
+        "head_node_type": "ray.head.default",
+        "auth": {},
+        "docker": {},
+        "file_mounts": {},
+        "cluster_synced_files": [],
+        "file_mounts_sync_continuously": False,
+        "rsync_exclude": [],
+        "rsync_filter": [],
+        **{key: [] for key in ("initialization_commands", "setup_commands", "head_setup_commands",
+                               "worker_setup_commands", "head_start_ray_commands",
+                               "worker_start_ray_commands")},
+    }
+
+
+def _processes() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, process group) for every process on this machine."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            table[int(entry)] = (int(fields[1]), int(fields[2]))
+    return table
+
+
+def _with_descendants(roots: set[int], table: dict[int, tuple[int, int]]) -> set[int]:
+    tree, grew = set(roots), True
+    while grew:
+        children = {pid for pid, (ppid, _) in table.items() if ppid in tree} - tree
+        tree |= children
+        grew = bool(children)
+    return tree
+
+
+def _cmdline(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:  # gone meanwhile
+        return []
+
+
+def _kill(pids: set[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class FakeAutoscalingCluster:
+    """A head with the autoscaler on the fake provider; GPU workers come and go."""
+
+    def __init__(self, launcher: dict):
+        self.launcher = launcher
+        # Short: Ray's socket paths under it must stay below 107 characters.
+        self.temp_dir = tempfile.mkdtemp(prefix="asc-", dir="/tmp")
+        # The token lives in a folder, as the launcher configs mount it on every node.
+        token = Path(self.temp_dir, "auth", "auth_token")
+        token.parent.mkdir()
+        token.write_text(os.urandom(16).hex())
+        self.token = token.read_text()
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+                    "PATH": f"{Path(PY).parent}:{os.environ['PATH']}"}
+        self.env.pop("RAY_ADDRESS", None)
+        import ray._private.services
+
+        self.gcs_port, self.dashboard_port, client_port, *agent_ports = (free_port() for _ in range(7))
+        config = Path(self.temp_dir, "autoscaling.json")
+        gcs = f"{ray._private.services.get_node_ip_address()}:{self.gcs_port}"
+        config.write_text(json.dumps(fake_provider_config(launcher, gcs)))
+        head = launcher["available_node_types"][launcher["head_node_type"]]["resources"]
+        start = subprocess.Popen(
+            [str(Path(PY).parent / "ray"), "start", "--head", f"--port={self.gcs_port}",
+             f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={client_port}",
+             *(f"--{flag}={p}" for flag, p in zip(
+                 ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+                  "runtime-env-agent-port"), agent_ports)),
+             f"--num-cpus={head['CPU']}", f"--num-gpus={head.get('GPU', 0)}",
+             f"--autoscaling-config={config}", "--include-dashboard=true", "--disable-usage-stats",
+             f"--temp-dir={self.temp_dir}"],
+            env={**self.env, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+                 "AUTOSCALER_HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_TIMEOUT_S)},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+        # Every daemon `ray start` spawns, and every worker node the autoscaler adds, stays
+        # in this process group: the cluster is stopped through it, never by `ray stop`.
+        self.pgid = start.pid
+        output, _ = start.communicate(timeout=180)
+        if start.returncode != 0:
+            self.shutdown()
+            raise RuntimeError(f"ray start failed:\n{output}")
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def nodes(self) -> list[dict]:
+        """Ray's node table (the dashboard's state API, with the token)."""
+        request = urllib.request.Request(f"{self.address}/api/v0/nodes?limit=1000",
+                                         headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)["data"]["result"]["result"]
+
+    def _pids(self, table: dict[int, tuple[int, int]]) -> set[int]:
+        """This cluster's processes: the `ray start` process group and, since Ray's workers
+        and the job driver start groups of their own, everything under it."""
+        return _with_descendants({pid for pid, (_, group) in table.items() if group == self.pgid}, table)
+
+    def kill_node(self, node_id: str) -> None:
+        """Kill one node's raylet and everything under it at once, as if its machine vanished."""
+        table = _processes()
+        flag = f"--node_id={node_id}".encode()
+        (raylet,) = [pid for pid in self._pids(table) if flag in _cmdline(pid)]
+        _kill(_with_descendants({raylet}, table))
+
+    def shutdown(self) -> None:
+        _kill(self._pids(_processes()))
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+class NodeTimeline(threading.Thread):
+    """Samples the node table twice a second: which worker nodes are alive, and when."""
+
+    def __init__(self, cluster: FakeAutoscalingCluster):
+        super().__init__(daemon=True)
+        self.cluster = cluster
+        self.started = time.monotonic()
+        self.samples: list[tuple[float, frozenset[str]]] = []
+        self.events: list[tuple[float, str]] = []  # what the test did, and when
+        self.seen: dict[str, dict] = {}  # node id -> its last row in the node table
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            try:
+                nodes = self.cluster.nodes()
+            except OSError:  # the dashboard is slow on a loaded machine: next sample
+                nodes = None
+            if nodes is not None:
+                self.seen.update((n["node_id"], n) for n in nodes)
+                alive = frozenset(n["node_id"] for n in nodes if n["state"] == "ALIVE" and not n["is_head_node"])
+                self.samples.append((self.now(), alive))
+            self._done.wait(0.5)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+    def now(self) -> float:
+        return time.monotonic() - self.started
+
+    def mark(self, event: str) -> float:
+        self.events.append((self.now(), event))
+        return self.events[-1][0]
+
+    def clock(self, wall_time: float) -> float:
+        """A wall-clock time (as in the logs' timestamp column) on this timeline's clock."""
+        return wall_time - (time.time() - self.now())
+
+    def note_rows(self, df: pd.DataFrame) -> None:
+        """Add to the events when each worker's trials wrote their first and last rows."""
+        for node, rows in df.groupby("node_id"):
+            trials = rows["trial_id"].nunique()
+            self.events.append((self.clock(rows["timestamp"].min()), f"{node[-5:]}: first row ({trials} trials)"))
+            self.events.append((self.clock(rows["timestamp"].max()), f"{node[-5:]}: last row"))
+
+    def first_alive(self, node: str) -> float:
+        return min(t for t, alive in self.samples if node in alive)
+
+    def removed(self, node: str) -> float:
+        """When ``node`` was last seen going from alive to gone."""
+        return max(t for (_, before), (t, alive) in zip(self.samples, self.samples[1:])
+                   if node in before and node not in alive)
+
+    def workers(self) -> frozenset[str]:
+        """Every worker node seen alive so far."""
+        return frozenset().union(*(alive for _, alive in self.samples))
+
+    def wait_for(self, condition, timeout: float, what: str) -> float:
+        """Wait until ``condition(alive worker ids)`` holds on a new sample; return its time."""
+        deadline = time.monotonic() + timeout
+        seen = len(self.samples)
+        while time.monotonic() < deadline:
+            for t, alive in self.samples[seen:]:
+                if condition(alive):
+                    return t
+            seen = len(self.samples)
+            time.sleep(0.2)
+        pytest.fail(f"timed out after {timeout:g} s waiting for {what}\n{self}")
+
+    def __str__(self) -> str:
+        """One line per change (time, alive workers, who came or went) and per event."""
+        lines, before = [], None
+        for t, alive in self.samples:
+            if alive != before:
+                came = " ".join(f"+{n[-5:]}" for n in sorted(alive - (before or set())))
+                went = " ".join(f"-{n[-5:]}" for n in sorted((before or set()) - alive))
+                lines.append((t, f"workers {len(alive)}  {came} {went}".rstrip()))
+                before = alive
+        return "\n".join(f"  {t:6.1f} s  {text}" for t, text in sorted(lines + self.events))
+
+
+def readme_sweep(cluster: FakeAutoscalingCluster, space: str, name: str, storage: Path, *extra: str,
+                 gpus_per_trial: str) -> tuple[list[str], dict[str, str]]:
+    """The README's `ray job submit` command, aimed at this cluster, for a tiny sweep.
+
+    Kept as written: the options, `RAY_AUTH_MODE=token`, `RAY_ADDRESS` (here this head's
+    job server instead of the SSH tunnel). Changed: the space and sizes (tiny trials),
+    storage (a local folder all fake nodes reach), the submission id, and no
+    `--working-dir .`: all fake nodes share one disk, so each joining node's runtime-env
+    agent re-unpacks the same upload folder and deletes it under the running driver (its
+    cwd vanishes). The code reaches every node through the editable install instead, as
+    `ray up`'s setup commands put it there; the upload itself is tested in test_cluster.py.
+    """
+    (submit,) = job_submissions(readme_commands())
+    job = without(with_values(submit.argv, {"--submission-id": name}), "--working-dir")
+    run = with_values(entrypoint(submit), {"--storage": str(storage), "--name": name,
+                                           "--gpus-per-trial": gpus_per_trial})
+    run[3] = space
+    argv = [*job[: job.index("--") + 1], *run, *TINY, *extra]
+    argv[0] = str(Path(PY).parent / "ray")
+    return argv, {**cluster.env, **submit.env, "RAY_ADDRESS": cluster.address}
+
+
+def read_rows(logs: Path) -> pd.DataFrame:
+    return pd.read_parquet(logs) if logs.exists() and any(logs.glob("*/*.parquet")) else pd.DataFrame()
+
+
+def assert_one_row_per_validation(df: pd.DataFrame, trials: int) -> None:
+    assert df["trial_id"].nunique() == trials
+    assert not df.duplicated(["trial_id", "validation_index"]).any()
+    assert sorted(df["validation_index"]) == sorted(list(range(1, VALIDATIONS + 1)) * trials)
+
+
+def max_overlap(spans: list[tuple[float, float]]) -> int:
+    """The most intervals [start, end] that are open at one time."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def _worker_types(name: str) -> dict:
+    cfg = load(name)
+    return {k: {f: nt[f] for f in ("resources", "min_workers", "max_workers")}
+            for k, nt in cfg["available_node_types"].items() if k != cfg["head_node_type"]}
+
+
+def test_gcp_worker_types_are_the_ones_run_here():
+    """The runs below use aws-gpu.yaml's node types; GCP's give the autoscaler the same
+    numbers (resources, min and max workers), so they cover gcp-gpu.yaml too."""
+    (aws,) = _worker_types("aws-gpu.yaml").values()
+    (gcp,) = _worker_types("gcp-gpu.yaml").values()
+    assert aws == gcp
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    fake = FakeAutoscalingCluster(load(LAUNCHER_CONFIG))
+    try:
+        yield fake
+    finally:
+        fake.shutdown()
+
+
+@pytest.fixture
+def timeline(cluster):
+    watch = NodeTimeline(cluster)
+    watch.start()
+    watch.wait_for(lambda alive: not alive, 60, "no GPU worker")
+    yield watch
+    watch.stop()
+    print(f"\nworker timeline (seconds from the test's start):\n{watch}")
+
+
+def test_gpu_workers_scale_from_zero_pack_trials_and_scale_back(cluster, timeline, tmp_path):
+    launcher = cluster.launcher
+    (gpu_type,) = [nt for name, nt in launcher["available_node_types"].items() if name != launcher["head_node_type"]]
+    head = next(n for n in cluster.nodes() if n["is_head_node"])
+    assert head["resources_total"].get("GPU", 0) == 0  # trials can only run on GPU workers
+    assert not timeline.workers()  # min_workers 0: no GPU worker until a sweep asks
+
+    # 2 settings x 2 seeds at half a GPU each: 2 trials per GPU, so 2 one-GPU workers.
+    argv, env = readme_sweep(cluster, "attn_act", "scale", tmp_path, "--trials", "2", gpus_per_trial="0.5")
+    timeline.mark("job submitted")
+    job = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    timeline.mark("job done")
+    assert job.returncode == 0, (job.stdout + job.stderr)[-4000:]
+    assert "joined Ray cluster" in job.stdout
+
+    workers = timeline.workers()
+    assert len(workers) >= 2, f"expected the autoscaler to add 2 GPU workers\n{timeline}"
+    for node in workers:  # each one is the config's GPU node type, as the autoscaler made it
+        resources = timeline.seen[node]["resources_total"]
+        assert {k: resources.get(k) for k in ("CPU", "GPU")} == gpu_type["resources"]
+    assert len(workers) <= gpu_type["max_workers"]
+
+    df = read_rows(tmp_path / "scale" / "logs")
+    timeline.note_rows(df)
+    assert_one_row_per_validation(df, trials=4)
+    assert set(df["node_id"]) <= workers  # every trial ran on a worker, none on the head
+    assert head["node_id"] not in set(df["node_id"])
+    # Packing: on a 1-GPU worker, trials at 0.5 GPU ran two at a time, never more.
+    spans = df.groupby(["node_id", "trial_id"])["timestamp"].agg(["min", "max"])
+    per_node = {node: max_overlap(list(map(tuple, group.values))) for node, group in spans.groupby(level=0)}
+    assert max(per_node.values()) == 2 and all(peak <= 2 for peak in per_node.values()), per_node
+
+    timeline.wait_for(lambda alive: not alive, 120, "the idle GPU workers to be removed")
+    # A worker that ran trials went once idle for the timeout: not before its last row.
+    # (One that never got a trial can go sooner after it shows up: its raylet counts
+    # idle time from its own start, before it registers.)
+    for node, rows in df.groupby("node_id"):
+        idle_since = timeline.clock(rows["timestamp"].max())
+        assert timeline.removed(node) - idle_since >= IDLE_TIMEOUT_MINUTES * 60 - 1, str(timeline)
+
+
+def test_lost_worker_trials_resume_on_a_new_worker(cluster, timeline, tmp_path):
+    """A GPU worker dies mid-sweep (raylet and trials killed at once, like a spot
+    reclaim): its trials resume from their checkpoints on a worker the autoscaler adds."""
+    # 2 trials at half a GPU: both on the one worker the autoscaler adds first.
+    argv, env = readme_sweep(cluster, "attn_act", "loss", tmp_path, "--trials", "1", gpus_per_trial="0.5")
+    logs = tmp_path / "loss" / "logs"
+    with open(tmp_path / "job.log", "w") as out:
+        timeline.mark("job submitted")
+        job = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            deadline = time.monotonic() + 300
+            while (rows := read_rows(logs)).empty or rows["trial_id"].nunique() < 2 or \
+                    rows.groupby("trial_id").size().min() < 2:  # a checkpoint or two each
+                assert job.poll() is None and time.monotonic() < deadline, "no progress to interrupt"
+                time.sleep(0.3)
+            nodes = set(rows["node_id"])
+            assert len(nodes) == 1, f"both trials should share the one worker asked for: {nodes}"
+            (victim,) = nodes
+            killed_at = timeline.mark(f"worker {victim[-5:]} killed")
+            cluster.kill_node(victim)
+            code = job.wait(timeout=600)
+            timeline.mark("job done")
+        finally:
+            if job.poll() is None:
+                job.kill()
+    assert code == 0, (tmp_path / "job.log").read_text()[-4000:]
+
+    df = read_rows(logs)
+    timeline.note_rows(df)
+    assert_one_row_per_validation(df, trials=2)
+    replacements = set(df["node_id"]) - {victim}
+    assert replacements and replacements <= timeline.workers()
+    for trial_id, trial in df.sort_values("validation_index").groupby("trial_id"):
+        # Validation 1 was not redone: the trial went on from a checkpoint, not from scratch.
+        assert trial["node_id"].iloc[0] == victim, trial_id
+        assert trial["node_id"].iloc[-1] in replacements, trial_id
+    # The victim is gone and its replacement is a worker the autoscaler added after the loss.
+    timeline.wait_for(lambda alive: victim not in alive, 120, "the lost worker to leave the node table")
+    assert all(timeline.first_alive(node) > killed_at for node in replacements), str(timeline)
