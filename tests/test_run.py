@@ -302,7 +302,7 @@ def test_ctrl_c_exits_130_says_how_to_continue_and_resume_finishes(tmp_path):
     assert driver.returncode == run.INTERRUPTED, stderr[-3000:]
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == (
-        f"interrupted: 2 trials unfinished; continue with: python -m tune_selcopy.run attn_act --resume "
+        f"interrupted: 2 trials unfinished; continue with: python -m tune_selcopy.run --resume "
         f"--name cc --storage {tmp_path}"
     )
     assert len(list(logs.glob("*/validation-*.parquet"))) < 20

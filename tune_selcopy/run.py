@@ -385,8 +385,9 @@ def write_plot(settings: SweepSettings, logs_at: str) -> str:
 # --- The sweep --------------------------------------------------------------------------
 
 
-def _resume_hint(space: ResolvedSpace, settings: SweepSettings) -> str:
-    return f"python -m tune_selcopy.run {space.name} --resume --name {settings.name} --storage {settings.storage}"
+def _resume_hint(settings: SweepSettings) -> str:
+    """The command that continues this sweep (its saved settings say the rest)."""
+    return f"python -m tune_selcopy.run --resume --name {settings.name} --storage {settings.storage}"
 
 
 def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> Any:
@@ -498,7 +499,7 @@ def run_sweep(tuner: Any, space: ResolvedSpace, settings: SweepSettings) -> int:
             print(f"  errored: {result.path}: {one_line(result.error, 300)}")
     print_report(settings, logs.logs_uri(settings.storage, settings.name))
     if unfinished:
-        print(f"interrupted: {unfinished} trials unfinished; continue with: {_resume_hint(space, settings)}",
+        print(f"interrupted: {unfinished} trials unfinished; continue with: {_resume_hint(settings)}",
               file=sys.stderr)
         return INTERRUPTED
     return 1 if results.num_errors else 0
@@ -620,7 +621,6 @@ def prepare(
     settings and whether the folder was claimed."""
     if address:
         check_address(address)
-    storage.check_writable(storage_uri)
     if resumed is not None:
         check_same_options(args, resumed, space)
         check_experiment_state(resumed)
@@ -629,6 +629,7 @@ def prepare(
         return resumed, False
     from tune_selcopy.wiring import check_wiring
 
+    storage.check_writable(storage_uri)
     configs, seeds = space.settings, space.seeds
     # An embedded Ray's resources are known now; a joined cluster's once connected.
     cpus, gpus = (args.cpus_per_trial or 0.0, args.gpus_per_trial or 0.0)
@@ -702,13 +703,16 @@ def main(argv: list[str] | None = None) -> int:
     settings, claimed, launched = None, False, False
     try:
         args = build_parser().parse_args(argv)
+        check_args(args)
         storage_uri = args.storage if "://" in args.storage else os.path.abspath(args.storage)
-        resumed = resumed_sweep(args, storage_uri) if args.resume else None
+        resumed = None
+        if args.resume:
+            storage.check_writable(storage_uri)  # before listing it: an unreachable store hangs
+            resumed = resumed_sweep(args, storage_uri)
         space = resumed.resolve_space() if resumed else new_space(args)
         if args.dry_run:
             print(dry_run(space))
             return 0
-        check_args(args)
         if not args.resume:
             print("".join(f"note: {note}\n" for note in space.notes), end="")
         address = cluster_address(args.address)
@@ -743,12 +747,12 @@ def main(argv: list[str] | None = None) -> int:
             release_sweep(settings)
         print(f"error: {one_line(exc)}", file=sys.stderr)
         if launched:
-            print(f"what was written is kept; continue with: {_resume_hint(space, settings)}", file=sys.stderr)
+            print(f"what was written is kept; continue with: {_resume_hint(settings)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if claimed and not launched:
             release_sweep(settings)
-        hint = f"; continue with: {_resume_hint(space, settings)}" if launched else " before the sweep started"
+        hint = f"; continue with: {_resume_hint(settings)}" if launched else " before the sweep started"
         print(f"interrupted{hint}", file=sys.stderr)
         return INTERRUPTED
 
