@@ -72,7 +72,8 @@ def full_disk(disk: Path) -> Callable[[], tuple[int, float, str]]:
         proc = subprocess.Popen(command("tune_selcopy.run", "attn_act", *TINY, "--storage", str(disk), "--name", "full"),
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         wait_rows(disk / "full" / "logs", 1, proc)
-        with open("/dev/zero", "rb") as zeros, open(disk / "filler", "wb") as out, contextlib.suppress(OSError):
+        # suppress outermost: closing the filler flushes its last buffer into a full disk
+        with contextlib.suppress(OSError), open("/dev/zero", "rb") as zeros, open(disk / "filler", "wb") as out:
             shutil.copyfileobj(zeros, out)  # take every byte that is left
         started = time.monotonic()
         return finish(proc, started)

@@ -1,6 +1,5 @@
 """Settings shared by the published sweeps (spec section 4)."""
 
-from collections.abc import Mapping
 from typing import Any
 
 # Fixed in both published sweeps: l=3, ch=64, ks=13, dil=[3,5,1], act=gelu, nitem=26,
@@ -19,8 +18,3 @@ PUBLISHED_FIXED: dict[str, Any] = {
     "lr": 5e-4,
     "max_inputs": 1_000_000,
 }
-
-
-def lists_match_layers(config: Mapping[str, Any]) -> bool:
-    """The reference's filter: per-layer lists must have one entry per layer."""
-    return len(config["attn"]) == config["num_layers"] == len(config["dilation"])

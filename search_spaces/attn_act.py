@@ -1,6 +1,6 @@
 """attn_act: elu+1 versus dpfp as the feature map of parameter-free attention."""
 
-from search_spaces._common import PUBLISHED_FIXED, lists_match_layers
+from search_spaces._common import PUBLISHED_FIXED
 from tune_selcopy.spaces import Space
 
 SPACE = Space(
@@ -9,5 +9,4 @@ SPACE = Space(
     grid={"qkv": ["QK"], "attn": [(0, 0, True)], "attnact": ["elu+1", "dpfp"]},
     seeds=5,
     fixed=PUBLISHED_FIXED,
-    constraints=(lists_match_layers,),
 )

@@ -1,6 +1,6 @@
 """attn_invent: who invents the queries, keys and values (conv) and which attention."""
 
-from search_spaces._common import PUBLISHED_FIXED, lists_match_layers
+from search_spaces._common import PUBLISHED_FIXED
 from tune_selcopy.spaces import Space
 
 SPACE = Space(
@@ -13,5 +13,4 @@ SPACE = Space(
     },
     seeds=10,
     fixed=PUBLISHED_FIXED,
-    constraints=(lists_match_layers,),
 )

@@ -305,6 +305,17 @@ def test_cli_markdown_and_csv(capsys, published):
     assert "Indistinguishable" in err and "All 10 trials finished." in err
 
 
+def test_space_option_takes_a_space_file(capsys, published, tmp_path):
+    """--space also takes a space file: the name it declares (or its file name) is used."""
+    reference = Path(__file__).resolve().parents[1] / "search_spaces" / "reference" / "attn_act.yml"
+    rc, out, err = run_main(capsys, published, "--space", str(reference))
+    assert rc == 0 and "| QK    | 0,0,T  | elu+1" in out
+    other = tmp_path / "other.yaml"
+    other.write_text("name: other\nseeds: 1\ngrid: {qkv: [QK]}\n")
+    rc, out, err = run_main(capsys, published, "--space", str(other))
+    assert rc == 2 and err.startswith("error: ") and "no trials of space 'other'" in err
+
+
 def test_uri_paths_go_through_pyarrow(published):
     (res,) = an.analyze(published.as_uri())
     assert res.experiment == "attn_act" and res.finished == 10

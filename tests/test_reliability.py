@@ -296,13 +296,10 @@ def test_simultaneous_claims_have_one_winner(tmp_path, monkeypatch, remote):
     assert (tmp_path / "same" / "tune_selcopy.json").read_text() == f"claimant {winners[0].split()[1]}"
 
 
-def test_default_names_never_collide(tmp_path, monkeypatch):
+def test_default_names_never_collide(tmp_path):
     """Two sweeps started in the same second get distinct default names."""
-    monkeypatch.setattr(run.time, "strftime", lambda fmt: "20261129-120000")
-    parser = run.build_parser()
-    args = parser.parse_args(["attn_act", *TINY, "--storage", str(tmp_path)])
-    space = run.load_space("attn_act")
-    names = [run.claim_new_sweep(args, space, str(tmp_path)).name for _ in range(3)]
+    default = _settings(tmp_path, "attn_act-20261129-120000")
+    names = [run.claim_new_sweep(default, numbered=True).name for _ in range(3)]
     assert names == ["attn_act-20261129-120000", "attn_act-20261129-120000-2", "attn_act-20261129-120000-3"]
 
 
@@ -386,7 +383,7 @@ def test_a_real_enospc_through_pyarrow_is_fatal():
 
 
 def test_room_is_checked_against_the_sweep_estimate(tmp_path, monkeypatch):
-    configs = run.load_space("attn_act").settings()
+    configs = run.load_space("attn_act").resolve().settings
     need = run.sweep_bytes(configs, seeds=5)
     # 10 trials of a 229,632-parameter model: 3 checkpoints of ~2.8 MB each, plus rows
     assert 80 * 2**20 < need < 100 * 2**20

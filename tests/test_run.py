@@ -82,36 +82,42 @@ def test_attn_invent_params_per_setting(capsys):
 
 
 def test_space_declarations():
-    act = load_space("attn_act")
+    act = load_space("attn_act").resolve()
     assert act.varied_keys == ["attnact"] and act.seeds == 5
     invent = load_space("attn_invent")
-    assert invent.varied_keys == ["attn", "qkv"] and invent.seeds == 10
-    # Constraints are predicates: the reference's list-length filter drops a bad combination.
+    assert invent.resolve().varied_keys == ["attn", "qkv"] and invent.seeds == 10
+    # The reference's list-length filter: a combination whose config is invalid is dropped.
     broken = dataclasses.replace(invent, grid={**invent.grid, "attn": [(0, True), (0, 0, True)]})
-    assert {s["attn"] for s in broken.settings()} == {"0,0,T"}
+    assert {s["attn"] for s in broken.resolve().settings} == {"0,0,T"}
 
 
 def test_unknown_space_is_one_line_error():
     result = sweep("no_such_space")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: unknown space 'no_such_space'; available: attn_act, attn_invent"
+        "error: unknown space 'no_such_space'; available: attn_act, attn_invent, or a .yaml space file"
     ]
 
 
-def test_miswired_space_is_refused(monkeypatch, capsys, tmp_path):
-    """The published bug: attnact never reaches the model. The guard names the key."""
+@pytest.mark.parametrize("space", ["attn_act", str(ROOT / "search_spaces/reference/attn_act.yml"), "act.yaml"])
+def test_miswired_space_is_refused(monkeypatch, capsys, tmp_path, space):
+    """The published bug: attnact never reaches the model. The guard names the key, for a
+    module, a reference experiment file and a space file alike."""
+    if space == "act.yaml":
+        space = str(tmp_path / space)
+        Path(space).write_text("seeds: 2\ngrid: {attnact: [elu+1, dpfp]}\n")
     original = train.TrialConfig.model_config
     monkeypatch.setattr(
         train.TrialConfig,
         "model_config",
         lambda self: dataclasses.replace(original(self), attention_activation="elu+1"),
     )
-    assert run.main(["attn_act", *TINY, "--storage", str(tmp_path), "--name", "miswired"]) == 2
+    store = tmp_path / "store"
+    assert run.main([space, *TINY, "--storage", str(store), "--name", "miswired"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "miswired search space: key 'attnact' changes nothing" in err
-    assert list(tmp_path.iterdir()) == []  # the name was released: fix the space and rerun it
+    assert list(store.iterdir()) == []  # the name was released: fix the space and rerun it
 
 
 # --- real sweeps -------------------------------------------------------------------------
@@ -221,36 +227,59 @@ def test_crashed_trial_is_retried_without_duplicate_rows(tmp_path):
     assert per_trial.apply(lambda t: t.is_monotonic_increasing).all()
 
 
-def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
-    args = ["attn_act", "--trials", "2", *TINY, "--local-cpus", "1",
-            "--max-concurrent", "1", "--storage", str(tmp_path)]
-    driver = subprocess.Popen([PY, "-m", "tune_selcopy.run", *args, "--name", "crash"], cwd=ROOT,
+def kill_after_one_trial(args: list[str], logs: Path) -> dict[Path, int]:
+    """Start a sweep, SIGKILL it once one trial has finished and another is part-way;
+    return the Parquet rows written by then (path -> mtime)."""
+    driver = subprocess.Popen([PY, "-m", "tune_selcopy.run", *args], cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    logs = tmp_path / "crash" / "logs"
     deadline = time.monotonic() + 240
     try:
-        # Kill once one trial has finished and another is part-way.
         while time.monotonic() < deadline:
             files = list(logs.glob("*/validation-*.parquet")) if logs.exists() else []
             if len({f.parent for f in files}) >= 2 and any(f.name == "validation-010.parquet" for f in files):
                 break
-            time.sleep(0.5)
+            time.sleep(0.2)
         else:
             pytest.fail("the sweep never got one trial done")
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and its embedded Ray, at once
         driver.wait()
-    before = {f: f.stat().st_mtime_ns for f in logs.glob("*/validation-*.parquet")}
-    finished_before = {f.parent for f in before if f.name == "validation-010.parquet"}
-    assert len(before) < 40
+    return {f: f.stat().st_mtime_ns for f in logs.glob("*/validation-*.parquet")}
 
-    result = sweep(*args, "--resume")  # no --name: resumes the latest attn_act sweep
+
+def test_killed_sweep_resumes_its_saved_space_without_rerunning_finished_trials(tmp_path, capsys):
+    """A YAML space swept with --set channels=32 and dilation=1,2,3 is killed part-way. The
+    resume finishes it without rerunning finished trials, with the space and values it
+    started with (the logged parameter counts are the 32-channel model's), though the space
+    file was edited and the flags are not given again; with the file gone, the saved space
+    remains."""
+    space_file = tmp_path / "small.yaml"
+    space_file.write_text("name: small\nseeds: 1\ngrid:\n  qkv: [QK, KV, QKV]\n")
+    logs = tmp_path / "small" / "logs"
+    before = kill_after_one_trial(
+        [str(space_file), "--max-inputs", "640", "--val-count", "64", "--local-cpus", "2", "--max-concurrent", "1",
+         "--storage", str(tmp_path), "--name", "small", "--set", "channels=32", "--set", "dilation=1,2,3"],
+        logs,
+    )
+    finished_before = {f.parent for f in before if f.name == "validation-010.parquet"}
+    assert len(before) < 30
+    space_file.write_text("name: small\nseeds: 2\ngrid:\n  qkv: [QK]\nfixed: {channels: 16}\n")
+
+    result = sweep(str(space_file), "--resume", "--storage", str(tmp_path))  # no --name: the latest sweep of small
     assert result.returncode == 0, result.stderr[-3000:]
     df = read_logs(logs)
-    assert_complete(df, trials=4)
+    assert_complete(df, trials=3)
     for f in before:
         if f.parent in finished_before:  # finished trials are not rerun
             assert f.stat().st_mtime_ns == before[f]
+    assert df.groupby("qkv")["model_params"].agg(set).to_dict() == {"QK": {61_568}, "KV": {61_568}, "QKV": {74_912}}
+    assert set(df["channels"]) == {32} and set(df["dilation"]) == {"1,2,3"}
+
+    space_file.unlink()
+    assert run.main(["--resume", "--name", "small", "--storage", str(tmp_path), "--dry-run"]) == 0
+    saved = capsys.readouterr().out
+    assert "qkv=QKV" in saved and "model params    74,912  x 1 seeds" in saved
+    assert "3 settings, 3 trials, 640 inputs each" in saved
 
 
 def _wait_for_rows(logs: Path, count: int, driver: subprocess.Popen, timeout: float = 240) -> None:
@@ -273,7 +302,7 @@ def test_ctrl_c_exits_130_says_how_to_continue_and_resume_finishes(tmp_path):
     assert driver.returncode == run.INTERRUPTED, stderr[-3000:]
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == (
-        f"interrupted: 2 trials unfinished; continue with: python -m tune_selcopy.run attn_act --resume "
+        f"interrupted: 2 trials unfinished; continue with: python -m tune_selcopy.run --resume "
         f"--name cc --storage {tmp_path}"
     )
     assert len(list(logs.glob("*/validation-*.parquet"))) < 20
@@ -299,7 +328,8 @@ def test_full_disk_ends_the_sweep_in_one_line_and_resumes_after_space_is_freed(t
         logs = disk / "full" / "logs"
         _wait_for_rows(logs, 1, driver)
         filler = disk / "filler"
-        with open("/dev/zero", "rb") as zeros, open(filler, "wb") as out, contextlib.suppress(OSError):
+        # suppress outermost: closing the filler flushes its last buffer into a full disk
+        with contextlib.suppress(OSError), open("/dev/zero", "rb") as zeros, open(filler, "wb") as out:
             shutil.copyfileobj(zeros, out)  # take every byte that is left
         assert shutil.disk_usage(disk).free < 2**20
         filled = time.monotonic()

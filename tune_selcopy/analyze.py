@@ -11,7 +11,7 @@ against a reference table. The work is split along its seams:
 - ``tune_selcopy.evidence``: the verdict procedure (family-wise error held at alpha);
 - ``tune_selcopy.results``: grouping the logs into settings, the table's statistics;
 - ``tune_selcopy.sentences``: the sentences under the tables;
-- ``tune_selcopy.reference``: reading a reference CSV and checking against it;
+- ``tune_selcopy.reproduction``: reading a reference CSV and checking against it;
 - ``tune_selcopy.render``: markdown, CSV, JSON and the plot;
 - this module: the command line, ``report``, and the names run.py imports.
 
@@ -27,7 +27,7 @@ import sys
 
 from tune_selcopy.errors import ArgumentParser, UserError, one_line
 from tune_selcopy.evidence import ALPHA
-from tune_selcopy.reference import check_all, read_reference
+from tune_selcopy.reproduction import check_all, read_reference
 from tune_selcopy.render import plot_curves, render_csv, render_json, render_markdown, unfinished_line
 from tune_selcopy.results import DEFAULT_METRIC, ExperimentResult, analyze
 
@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         "tune_selcopy Parquet trial logs.",
     )
     p.add_argument("path", metavar="PATH", help="results folder of one sweep, or a parent of several (local or URI)")
-    p.add_argument("--space", metavar="NAME", help="only trials of this search space")
+    p.add_argument("--space", metavar="SPACE", help="only trials of this search space (a name or its .yaml file)")
     p.add_argument("--sort", metavar="COLUMN", help="sort column (default: validation_sample_error%%, worst first); "
                    "append :asc or :desc")
     p.add_argument("--format", dest="fmt", choices=FORMATS, default="markdown", help="output format")
@@ -103,8 +103,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
+        space = args.space
+        if space is not None:  # imported here: spaces needs torch, reading logs does not
+            from tune_selcopy.spaces import space_name_of
+
+            space = space_name_of(space)
         ref = read_reference(args.reference, args.metric) if args.reference else None
-        results = analyze(args.path, space=args.space, sort=args.sort, metric=args.metric, alpha=args.alpha)
+        results = analyze(args.path, space=space, sort=args.sort, metric=args.metric, alpha=args.alpha)
         checks = check_all(results, ref) if ref else None
         if args.plot:
             plot_curves(results, args.plot)

@@ -1,262 +1,190 @@
-"""Reproduction check: our seeds against a reference table (a paper's, or an earlier sweep's).
+"""Experiment files of the reference tool, read as a ``Space`` without running any of them.
 
-A reference is a CSV file keyed by grid columns (docs/analysis.md, "Reproduction check"):
+The reference declares an experiment as a YAML file: a ``matrix:`` of published short
+names (each a list of values; the sweep is their product), top-level settings that may
+refer to a matrix key as ``${key}``, and Python code strings that build the data set, the
+model and the trainer. Here:
 
-- **individual runs**: one row per seed; the key columns, then the metric under its log
-  name (``validation_sample_error%``) or its table name (``validation loss``); optional
-  ``seed`` or ``trial`` and further metric columns.
-- **summary rows**: one row per setting; the key columns, ``<metric>`` (the mean),
-  ``<metric> (std)`` (sample standard deviation, ddof 1), ``trials`` or ``n`` (the seed
-  count), optionally ``<metric> (min)`` and ``<metric> (max)``.
-
-Lines starting with ``#`` are comments. Key values are written as the table shows them
-(``0,0,T``, ``elu+1``; numbers compare as numbers). The attn_act runs published with the
-spec ship as ``search_spaces/reference/attn_act.csv``; ``--reference attn_act`` names it.
+- the short names keep their published meaning: each one reaches the model or data it
+  names (the wiring guard then checks that it really does), whatever the code strings
+  say; the code strings themselves are ignored, with one note saying so;
+- the matrix's ``$filter`` is a Python expression and is never evaluated: a combination
+  whose config is invalid (a per-layer list whose length is not ``l``) is dropped by
+  ``Space.resolve`` instead, which counts and names what it dropped;
+- a value this tool cannot honour (``opt: SGD``, ``posemb: 1``, an unknown key) is an
+  error naming its key.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import math
-from dataclasses import dataclass, field
-from importlib import resources
+import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-import pandas as pd
+from tune_selcopy.errors import UserError
+from tune_selcopy.spaces import Space, coerce, space_name
+from tune_selcopy.train import TrialConfig
 
-from tune_selcopy import evidence
-from tune_selcopy.errors import UserError, one_line
-from tune_selcopy.formats import fmt_p, join_names, plural
-from tune_selcopy.results import EVIDENCE_METRICS, TABLE_COLUMNS, ExperimentResult
-
-ONLY_OURS = "only in ours"
-ONLY_REFERENCE = "only in the reference"
-SUMMARY = "summary rows"
-RUNS = "individual runs"
-_COUNT_COLUMNS = ("trials", "n")
-_SEED_COLUMNS = ("seed", "trial")
-_SPREAD = ("(std)", "(min)", "(max)")
-
-
-@dataclass
-class Reference:
-    """A parsed reference file: per setting key, its seeds or its summary."""
-
-    source: str  # the file as given, for display
-    kind: str  # RUNS or SUMMARY
-    keys: list[str]  # key columns, in file order
-    metric: str
-    settings: dict[tuple[str, ...], np.ndarray | evidence.Summary]  # normalized key values -> data
-    shown: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)  # normalized -> as written
-
-
-def shipped(name: str) -> Path | None:
-    """The reference shipped with the search spaces under ``name`` (e.g. ``attn_act``), or None."""
-    ref = resources.files("search_spaces") / "reference" / f"{name}.csv"
-    return Path(str(ref)) if ref.is_file() else None
-
-
-def _aliases(metric: str) -> list[str]:
-    """The column names a reference may use for ``metric``: its log name and table name."""
-    return [metric] + [c.name for c in TABLE_COLUMNS if c.log_column == metric and c.statistic == "mean"
-                       and c.name != metric]
-
-
-def _known_columns() -> set[str]:
-    names = set(EVIDENCE_METRICS) | {c.name for c in TABLE_COLUMNS} | set(_COUNT_COLUMNS) | set(_SEED_COLUMNS)
-    for m in EVIDENCE_METRICS:
-        names |= {f"{a} {s}" for a in _aliases(m) for s in _SPREAD}
-    return names
+# Published short name -> trial-config key.
+SHORT_NAMES: dict[str, str] = {
+    "bs": "batch_size",
+    "lr": "lr",
+    "nitem": "num_items",
+    "len": "input_length",
+    "nops": "num_operations",
+    "vnops": "val_num_operations",
+    "l": "num_layers",
+    "ch": "channels",
+    "ks": "kernel_size",
+    "dil": "dilation",
+    "attn": "attn",
+    "qkv": "qkv",
+    "attnact": "attnact",
+    "act": "activation",
+}
+SEED_KEY = "trial"  # the seed list: 1..N
+FILTER_KEY = "$filter"
+# What this tool does one way only: matrix key -> (the values that mean it, what it is).
+ONE_WAY: dict[str, tuple[tuple[Any, ...], str]] = {
+    "opt": (("AdamW",), "training uses AdamW"),
+    "posemb": ((0, False), "the model has no position embedding"),
+}
+# Table columns even with one value, as in the published tables of these experiments.
+SETTING_KEYS = ("attn", "qkv", "attnact")
+# Top-level settings that are read: file key -> (trial-config key, the matrix key that
+# its ``${...}`` template may name).
+TOP_LEVEL: dict[str, tuple[str | None, str | None]] = {
+    "max_inputs": ("max_inputs", None),
+    "batch_size": ("batch_size", "bs"),
+    "learnrate": ("lr", "lr"),
+    "optimizer": (None, "opt"),
+}
+# The reference's warm-up changed only the logged rate, never the applied one (spec 3).
+COSINE_SCHEDULERS = ("CosineAnnealingWarmupLR", "CosineAnnealingLR")
+TEMPLATE = re.compile(r"\$\{(\w+)\}")
 
 
-def normalize(value: str) -> str:
-    """A key value for matching: numbers by value (``5e-4`` equals ``0.0005``), text stripped."""
-    text = value.strip()
-    try:
-        return repr(float(text))
-    except ValueError:
-        return text
+def _value(key: str, value: Any) -> Any:
+    """A matrix or top-level value as a checked trial-config value; errors name ``key``."""
+    if key in SHORT_NAMES:
+        return coerce(SHORT_NAMES[key], value, f"matrix key {key!r}")
+    return coerce(TOP_LEVEL[key][0], value, key)
 
 
-def _number(row: dict[str, str], column: str, line: int, source: str) -> float:
-    text = (row.get(column) or "").strip()
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise UserError(f"--reference {source} line {line}: {column} is {text!r}, not a finite number")
-    return value
+def _seeds(values: list[Any]) -> int:
+    if values != list(range(1, len(values) + 1)):
+        raise UserError(f"matrix key {SEED_KEY!r} must list the seeds 1..N, got {values}")
+    return len(values)
 
 
-def read_reference(file: str, metric: str) -> Reference:
-    """Parse a reference CSV (a path, or the name of a shipped reference) for ``metric``.
-
-    Raises UserError, one line naming the file (and line), for a file that cannot be
-    read, has no rows, a ragged row or a multi-line value, lacks the metric column, has
-    a value that is not a finite number, repeats a setting in summary rows, or has a
-    summary count below 1 or a negative deviation.
-    """
-    path, source = Path(file), str(file)
-    if not path.is_file() and "/" not in file and not file.endswith(".csv") and shipped(file):
-        path, source = shipped(file), f"search_spaces/reference/{file}.csv (shipped)"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"--reference {file}: cannot read ({one_line(e)})") from None
-    numbered = [(i, ln) for i, ln in enumerate(text.splitlines(), start=1)
-                if ln.strip() and not ln.lstrip().startswith("#")]
-    # the file's line number of each data row (the first kept line is the header)
-    line_of = [i for i, _ in numbered[1:]]
-    try:
-        reader = csv.DictReader(io.StringIO("\n".join(ln for _, ln in numbered)), strict=True)
-        raw = list(reader)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-    except csv.Error as e:
-        raise UserError(f"--reference {file}: not a CSV file ({one_line(e)})") from None
-    if not header or not raw:
-        raise UserError(f"--reference {file}: no rows (expected a CSV header line and one row per seed or setting)")
-    if len(set(header)) != len(header):
-        raise UserError(f"--reference {file}: repeated column names in the header")
-    if len(raw) != len(line_of):
-        raise UserError(f"--reference {file}: a quoted value spans lines; write one row per line")
-    ragged = [line for line, r in zip(line_of, raw) if None in r or None in r.values()]
-    if ragged:  # DictReader files extra values under None and pads missing ones with None
-        raise UserError(f"--reference {file} line {ragged[0]}: the number of values differs from the header's")
-    rows = [{k.strip(): v for k, v in r.items()} for r in raw]
-    value = next((a for a in _aliases(metric) if a in header), None)
-    if value is None:
-        raise UserError(f"--reference {file}: no column {' or '.join(_aliases(metric))} for --metric {metric} "
-                        f"(columns: {', '.join(header)})")
-    known = _known_columns()
-    keys = [h for h in header if h not in known]
-    summary = f"{value} (std)" in header
-    count = next((c for c in _COUNT_COLUMNS if c in header), None)
-    if summary and count is None:
-        raise UserError(f"--reference {file}: summary rows ({value} (std)) need a trials (or n) column")
-    settings: dict[tuple[str, ...], np.ndarray | evidence.Summary] = {}
-    shown: dict[tuple[str, ...], tuple[str, ...]] = {}
-    runs: dict[tuple[str, ...], list[float]] = {}
-    for line, row in zip(line_of, rows):
-        key = tuple(normalize(row[k]) for k in keys)
-        shown.setdefault(key, tuple(row[k].strip() for k in keys))
-        mean = _number(row, value, line, file)
-        if not summary:
-            runs.setdefault(key, []).append(mean)
-            continue
-        if key in settings:
-            raise UserError(f"--reference {file} line {line}: a second summary row for {', '.join(shown[key])}")
-        n, std = _number(row, count, line, file), _number(row, f"{value} (std)", line, file)
-        if n < 1 or n != int(n) or std < 0:
-            raise UserError(f"--reference {file} line {line}: {count} must be a whole number >= 1 and "
-                            f"{value} (std) >= 0 (got {n:g} and {std:g})")
-        extremes = [_number(row, f"{value} {s}", line, file) if f"{value} {s}" in header else math.nan
-                    for s in ("(min)", "(max)")]
-        settings[key] = evidence.Summary(int(n), mean, std, *extremes)
-    settings.update({k: np.array(v) for k, v in runs.items()})
-    return Reference(source, SUMMARY if summary else RUNS, keys, metric, settings, shown)
+def _layer_count(matrix: Mapping[str, Any]) -> int | None:
+    """The matrix's one layer count (TrialConfig's without ``l``); None if l varies."""
+    counts = matrix.get("l", [TrialConfig.num_layers])
+    if isinstance(counts, list) and len(counts) == 1 and isinstance(counts[0], int):
+        return counts[0]
+    return None
 
 
-@dataclass
-class ReferenceCheck:
-    """One experiment against a reference: a row per setting on either side."""
-
-    experiment: str
-    reference: Reference
-    alpha: float
-    rows: pd.DataFrame  # setting (our label, "" if only in the reference), key columns,
-    # ours/reference n mean (std) (min) (max), then evidence.REFERENCE_COLUMNS
-    tests: int  # the Holm family size
-    sentences: list[str]
+def _per_layer(key: str, value: Any, layers: int | None) -> Any:
+    """The reference allows one value for every layer (``dil: 1``): repeat it ``l`` times."""
+    if isinstance(value, list):
+        return value
+    if layers is None:
+        raise UserError(f"matrix key {key!r}: {value!r} for every layer needs a single value of l")
+    return [value] * layers
 
 
-def _side(data: np.ndarray | evidence.Summary | None) -> list[float]:
-    if data is None:
-        return [math.nan] * 5
-    s = data if isinstance(data, evidence.Summary) else evidence.Summary.of(data)
-    return [s.n, s.mean, s.std, s.min, s.max]
-
-
-SIDE_COLUMNS = ("n", "mean", "(std)", "(min)", "(max)")
-
-
-def _untested(verdict: str) -> list[object]:
-    return ["", math.nan, math.nan, math.nan, math.nan, verdict]
-
-
-def check(result: ExperimentResult, ref: Reference) -> ReferenceCheck:
-    """Compare one experiment's settings with the reference's (same metric, same alpha)."""
-    ours: dict[tuple[str, ...], str] = {}
-    for s in result.settings:
-        key = tuple(normalize(s.keys[k]) for k in ref.keys)
-        if key in ours:
-            other = next(t for t in result.settings if t.label == ours[key])
-            raise UserError(
-                f"--reference {ref.source}: its columns ({', '.join(ref.keys)}) do not tell apart the settings "
-                f"{other.name} and {s.name} of experiment {result.experiment}: add the columns that differ"
+def _matrix(matrix: Any) -> tuple[dict[str, list[Any]], int, list[str]]:
+    """The matrix as trial-config key -> values (matrix order), the seed count, notes."""
+    if not isinstance(matrix, Mapping):
+        raise UserError("matrix must map the published short names to lists of values")
+    grid: dict[str, list[Any]] = {}
+    seeds, notes = 1, []
+    layers = _layer_count(matrix)
+    for key, values in matrix.items():
+        if key == FILTER_KEY:
+            notes.append(
+                f"the matrix's {FILTER_KEY} (a Python expression) is not evaluated; combinations "
+                "whose config is invalid are dropped instead"
             )
-        ours[key] = s.label
-    by_label = {s.label: s for s in result.settings}
-    mine = {ours[k]: by_label[ours[k]].final[result.metric].to_numpy(dtype=float) for k in ours}
-    theirs = {ours[k]: ref.settings[k] for k in ours if k in ref.settings}
-    found = evidence.compare_to_reference(mine, theirs, alpha=result.alpha)
-    records = []
-    for key, label in ours.items():
-        row = [label] + [by_label[label].keys[k] for k in ref.keys] + _side(mine[label]) + _side(theirs.get(label))
-        row += list(found.loc[label]) if label in found.index else _untested(ONLY_OURS)
-        records.append(row)
-    for key in ref.settings:
-        if key not in ours:
-            records.append([""] + list(ref.shown[key]) + _side(None) + _side(ref.settings[key]) + _untested(ONLY_REFERENCE))
-    columns = (["setting"] + list(ref.keys) + [f"ours {c}" for c in SIDE_COLUMNS] + [f"reference {c}" for c in SIDE_COLUMNS]
-               + list(evidence.REFERENCE_COLUMNS))
-    rows = pd.DataFrame(records, columns=columns)
-    tests = found.attrs.get("tests", 0)
-    return ReferenceCheck(result.experiment, ref, result.alpha, rows, tests, _sentences(rows, ref, result.alpha, tests))
+            continue
+        if key not in SHORT_NAMES and key not in ONE_WAY and key != SEED_KEY:
+            known = ", ".join([SEED_KEY, *SHORT_NAMES, *ONE_WAY])
+            raise UserError(f"matrix key {key!r} is not one of the published short names ({known})")
+        if not isinstance(values, list) or not values:
+            raise UserError(f"matrix key {key!r}: expected a non-empty list of values, got {values!r}")
+        if key == SEED_KEY:
+            seeds = _seeds(values)
+        elif key in ONE_WAY:
+            accepted, meaning = ONE_WAY[key]
+            for value in values:
+                if not any(value is a or (type(value) is type(a) and value == a) for a in accepted):
+                    raise UserError(f"matrix key {key!r}: {value!r} cannot be honoured: {meaning}")
+        else:
+            if key in ("attn", "dil"):
+                values = [_per_layer(key, value, layers) for value in values]
+            grid[SHORT_NAMES[key]] = [_value(key, value) for value in values]
+    return grid, seeds, notes
 
 
-def _sentences(rows: pd.DataFrame, ref: Reference, alpha: float, tests: int) -> list[str]:
-    vary = [k for k in ref.keys if rows[k].nunique() > 1] or ref.keys
+def _top_level(data: Mapping[str, Any], matrix: Mapping[str, Any]) -> dict[str, Any]:
+    """Fixed values from ``max_inputs``, ``batch_size``, ``learnrate``, ``optimizer``.
 
-    def name(r: pd.Series) -> str:
-        return " ".join(f"{k}={r[k]}" for k in vary) or "the setting"
+    A ``${key}`` template may name only the matrix key of the same meaning; a literal
+    next to that matrix key is an error, since the matrix key would then reach nothing.
+    """
+    fixed: dict[str, Any] = {}
+    for key, (target, short) in TOP_LEVEL.items():
+        if key not in data:
+            continue
+        value = data[key]
+        template = TEMPLATE.fullmatch(value) if isinstance(value, str) else None
+        if template:
+            if short is None or template[1] != short:
+                allowed = f"${{{short}}} or a value" if short else "a value"
+                raise UserError(f"{key}: {value} cannot be used here: it takes {allowed}")
+            if short not in matrix:
+                raise UserError(f"{key}: {value} names no matrix key")
+            continue
+        if short in matrix:
+            raise UserError(f"{key}: {value!r} would leave matrix key {short!r} reaching nothing; write ${{{short}}}")
+        if target is None:
+            accepted, meaning = ONE_WAY[short]
+            if value not in accepted:
+                raise UserError(f"{key}: {value!r} cannot be honoured: {meaning}")
+        else:
+            fixed[target] = _value(key, value)
+    scheduler = data.get("scheduler", COSINE_SCHEDULERS[0])
+    if scheduler not in COSINE_SCHEDULERS:
+        raise UserError(f"scheduler: {scheduler!r} cannot be honoured: training uses plain cosine annealing")
+    return fixed
 
-    def having(verdict: str) -> list[pd.Series]:
-        return [r for _, r in rows.iterrows() if r["verdict"] == verdict]
 
-    test = "Welch's t-test from the summary statistics" if ref.kind == SUMMARY else "two-sided Mann-Whitney"
-    family = f"{test}, Holm over {plural(tests, 'setting')}"
-    out = []
-    if having(evidence.DIFFERS):
-        items = [f"{name(r)} (ours {r['ours mean']:.6g} vs {r['reference mean']:.6g}, Holm p {fmt_p(r['holm'])})"
-                 for r in having(evidence.DIFFERS)]
-        out.append(f"Differs from the reference at alpha {alpha:g} ({family}): {join_names(items)}.")
-    if having(evidence.CONSISTENT):
-        items = [f"{name(r)} (Holm p {fmt_p(r['holm'])}; a difference of {fmt_p(r['detectable'])} would have been "
-                 f"found with {evidence.POWER:.0%} power)" for r in having(evidence.CONSISTENT)]
-        out.append(f"Consistent with the reference at alpha {alpha:g} ({family}): {join_names(items)}.")
-    if having(evidence.INCONCLUSIVE):
-        items = [f"{name(r)} ({r['ours n']:g} vs {r['reference n']:g} seeds: smallest reachable Holm p "
-                 f"{fmt_p(r['reachable'])})" for r in having(evidence.INCONCLUSIVE)]
-        out.append(f"Inconclusive, too few seeds to show a difference from the reference at alpha {alpha:g}: "
-                   f"{join_names(items)}.")
-    for verdict, where in ((ONLY_OURS, "Only in our logs"), (ONLY_REFERENCE, "Only in the reference")):
-        if having(verdict):
-            out.append(f"{where}, not compared: {join_names([name(r) for r in having(verdict)])}.")
-    return out
+def space_from_reference(data: Mapping[str, Any], path: str) -> Space:
+    """A reference experiment file (already ``yaml.safe_load``-ed) as a Space.
 
-
-def check_all(results: list[ExperimentResult], ref: Reference) -> list[ReferenceCheck]:
-    """Each experiment with finished trials whose varied keys include the reference's key
-    columns, checked against ``ref``. UserError when there is none."""
-    ready = [r for r in results if r.settings]
-    if not ready:
-        raise UserError(f"--reference {ref.source}: no experiment has finished trials to compare yet")
-    checks = [check(r, ref) for r in ready if all(k in r.varied_keys for k in ref.keys)]
-    if not checks:
-        found = "; ".join(f"{r.experiment}: {', '.join(r.varied_keys)}" for r in ready)
-        raise UserError(f"--reference {ref.source}: its key columns ({', '.join(ref.keys)}) are not grid keys of any "
-                        f"experiment with finished trials ({found})")
-    return checks
+    Matrix keys with several values, and ``attn``/``qkv``/``attnact`` always, become grid
+    keys in matrix order; the other matrix keys and the top-level settings become fixed
+    values. The space is named after the file.
+    """
+    try:
+        grid, seeds, notes = _matrix(data["matrix"])
+        fixed = _top_level(data, data["matrix"])
+    except UserError as exc:
+        raise UserError(f"space file {path}: {exc}") from None
+    for key, values in list(grid.items()):
+        if len(values) == 1 and key not in SETTING_KEYS:
+            fixed[key] = grid.pop(key)[0]
+    ignored = [str(key) for key in data if key != "matrix" and key not in TOP_LEVEL and key != "scheduler"]
+    if ignored:
+        notes.append(f"ignored (code strings and settings this tool does not read): {', '.join(ignored)}")
+    return Space(
+        name=space_name(Path(path).stem, path),
+        description=f"the reference's experiment matrix in {Path(path).name}",
+        grid=grid,
+        seeds=seeds,
+        fixed=fixed,
+        notes=notes,
+        source=path,
+    )

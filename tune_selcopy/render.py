@@ -16,7 +16,7 @@ import pandas as pd
 from tune_selcopy import evidence
 from tune_selcopy.errors import UserError, one_line
 from tune_selcopy.formats import IntRange, fmt_float, fmt_p, plural
-from tune_selcopy.reference import SIDE_COLUMNS, ReferenceCheck
+from tune_selcopy.reproduction import SIDE_COLUMNS, ReferenceCheck
 from tune_selcopy.results import TABLE_COLUMNS, ExperimentResult
 
 

@@ -32,7 +32,7 @@ import pyarrow.fs as pafs
 from tune_selcopy import logs, storage
 from tune_selcopy.errors import ArgumentParser, UserError, one_line
 from tune_selcopy.model import ConvTextModel
-from tune_selcopy.spaces import Space, available_spaces, load_space
+from tune_selcopy.spaces import ResolvedSpace, available_spaces, load_space, parse_sets, space_name_of
 from tune_selcopy.train import TrialConfig
 
 RUN_FILE = "tune_selcopy.json"  # the sweep's own settings, read back by --resume
@@ -58,6 +58,14 @@ class SweepSettings:
     cpus_per_trial: float
     gpus_per_trial: float
     max_concurrent: int | None
+    # The resolved space (ResolvedSpace.to_data()): --resume runs exactly this, whatever the
+    # space file or the flags say by then. None in sweeps saved before space files existed.
+    resolved_space: dict[str, Any] | None = None
+
+    def resolve_space(self) -> ResolvedSpace:
+        if self.resolved_space is None:
+            return load_space(self.space).resolve(self.overrides(), self.trials)
+        return ResolvedSpace.from_data(self.resolved_space)
 
     def overrides(self) -> dict[str, Any]:
         return trial_overrides(self.max_inputs, self.val_count)
@@ -77,9 +85,10 @@ class SweepSettings:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise UserError(f"{where} is not a tune_selcopy sweep file (not JSON: {exc})") from None
         expected = {f.name for f in fields(cls)}
-        # Files from before the format marker are accepted when their keys match exactly.
+        # Files from before the format marker are accepted when their keys match exactly,
+        # and files from before space files when they lack only the resolved space.
         if not isinstance(values, dict) or values.pop("format", RUN_FILE_FORMAT) != RUN_FILE_FORMAT \
-                or set(values) != expected:
+                or set(values) not in (expected, expected - {"resolved_space"}):
             found = sorted(values) if isinstance(values, dict) else type(values).__name__
             raise UserError(f"{where} is not a tune_selcopy sweep file (expected keys {sorted(expected)}, found {found})")
         settings = cls(**{**values, "storage": storage, "name": name})
@@ -104,11 +113,11 @@ def setting_params(config: dict[str, Any]) -> int:
     return ConvTextModel(TrialConfig.from_dict(config).model_config()).num_params()
 
 
-def dry_run(space: Space, trials: int | None, overrides: dict[str, Any]) -> str:
-    """One line per setting with its model parameter count, then the totals."""
-    configs = space.settings(overrides)
-    seeds = trials or space.seeds
-    lines = [f"space {space.name}: {space.description}"]
+def dry_run(space: ResolvedSpace) -> str:
+    """What the resolution dropped or ignored, one line per setting with its model
+    parameter count, then the totals."""
+    configs, seeds = space.settings, space.seeds
+    lines = [f"space {space.name}: {space.description}", *(f"note: {note}" for note in space.notes)]
     for config in configs:
         lines.append(f"  {space.setting_label(config):<45} model params {setting_params(config):>9,}  x {seeds} seeds")
     max_inputs = configs[0]["max_inputs"]
@@ -376,11 +385,12 @@ def write_plot(settings: SweepSettings, logs_at: str) -> str:
 # --- The sweep --------------------------------------------------------------------------
 
 
-def _resume_hint(space: Space, settings: SweepSettings) -> str:
-    return f"python -m tune_selcopy.run {space.name} --resume --name {settings.name} --storage {settings.storage}"
+def _resume_hint(settings: SweepSettings) -> str:
+    """The command that continues this sweep (its saved settings say the rest)."""
+    return f"python -m tune_selcopy.run --resume --name {settings.name} --storage {settings.storage}"
 
 
-def make_tuner(space: Space, settings: SweepSettings, resume: bool) -> Any:
+def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> Any:
     """The Tuner of a new sweep, or of the one to resume."""
     from ray import tune
 
@@ -389,7 +399,7 @@ def make_tuner(space: Space, settings: SweepSettings, resume: bool) -> Any:
     run = RunInfo(
         experiment=settings.name,
         space=space.name,
-        varied_keys=",".join(space.grid),
+        varied_keys=",".join(space.columns),
         logs=logs.logs_uri(settings.storage, settings.name),
         cpus_per_trial=settings.cpus_per_trial,
         gpus_per_trial=settings.gpus_per_trial,
@@ -423,11 +433,11 @@ def make_tuner(space: Space, settings: SweepSettings, resume: bool) -> Any:
                 f"({one_line(exc, 200)}); the Parquet logs in {logs.logs_uri(settings.storage, settings.name)} "
                 "are intact"
             ) from None
-    trials = space.trials(settings.trials, settings.overrides())
+    trials = space.trials()
     for trial in trials:
         trial["setting"] = space.setting_label(trial)
     reporter = tune.CLIReporter(
-        parameter_columns={f"trial/{key}": key for key in [*space.grid, "seed"]},
+        parameter_columns={f"trial/{key}": key for key in [*space.columns, "seed"]},
         metric_columns={
             "num_inputs": "inputs",
             "validation_sample_error%": "val sample err%",
@@ -457,7 +467,7 @@ def make_tuner(space: Space, settings: SweepSettings, resume: bool) -> Any:
     )
 
 
-def run_sweep(tuner: Any, space: Space, settings: SweepSettings) -> int:
+def run_sweep(tuner: Any, space: ResolvedSpace, settings: SweepSettings) -> int:
     """Run the sweep to its end (or interruption), print the table; return the exit code."""
     started = time.monotonic()
     try:
@@ -489,7 +499,7 @@ def run_sweep(tuner: Any, space: Space, settings: SweepSettings) -> int:
             print(f"  errored: {result.path}: {one_line(result.error, 300)}")
     print_report(settings, logs.logs_uri(settings.storage, settings.name))
     if unfinished:
-        print(f"interrupted: {unfinished} trials unfinished; continue with: {_resume_hint(space, settings)}",
+        print(f"interrupted: {unfinished} trials unfinished; continue with: {_resume_hint(settings)}",
               file=sys.stderr)
         return INTERRUPTED
     return 1 if results.num_errors else 0
@@ -550,7 +560,10 @@ def finite(text: str) -> float:
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m tune_selcopy.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("space", help=f"search space: {', '.join(available_spaces())}")
+    p.add_argument("space", nargs="?", help=f"search space: {', '.join(available_spaces())}, or a .yaml space file "
+                   "(ours or a reference experiment file); not needed with --resume --name")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="replace a fixed trial-config value (repeatable): --set channels=32 --set dilation=1,2,3")
     p.add_argument("--dry-run", action="store_true", help="list settings and parameter counts, train nothing")
     p.add_argument("--trials", type=int, help="seeds per setting (default: the space's)")
     p.add_argument("--max-inputs", type=int, help="training inputs per trial (default: the space's)")
@@ -569,29 +582,55 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+def new_space(args: Any) -> ResolvedSpace:
+    """The space of a new sweep: SPACE resolved with --set, --max-inputs, --val-count and
+    --trials; its warnings go to stderr."""
+    if args.space is None:
+        raise UserError("give a SPACE: a module name or a .yaml space file")
+    sets, flags = parse_sets(args.set), trial_overrides(args.max_inputs, args.val_count)
+    if set(sets) & set(flags):
+        raise UserError(f"{', '.join(sorted(set(sets) & set(flags)))} given both by --set and by its own flag")
+    space = load_space(args.space).resolve({**sets, **flags}, args.trials)
+    for warning in space.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return space
+
+
+def resumed_sweep(args: Any, storage_uri: str) -> SweepSettings:
+    """The sweep --resume continues: --name, else the latest sweep of SPACE."""
+    if args.space is None and args.name is None:
+        raise UserError("--resume needs a SPACE (its latest sweep) or --name NAME")
+    name = args.name or latest_sweep(storage_uri, space_name_of(args.space))
+    settings = load_settings(storage_uri, name)
+    if args.space is not None and settings.space != space_name_of(args.space):
+        raise UserError(f"sweep {name} ran space {settings.space}, not {args.space}")
+    return settings
+
+
 def prepare(
-    args: Any, space: Space, storage_uri: str, address: str | None, node: dict[str, float] | None
+    args: Any,
+    space: ResolvedSpace,
+    storage_uri: str,
+    address: str | None,
+    node: dict[str, float] | None,
+    resumed: SweepSettings | None,
 ) -> tuple[SweepSettings, bool]:
     """Everything before Ray starts: checks, the sweep's settings, and (for a new sweep)
     the claim of its folder. ``node`` is the embedded Ray's resources (None when joining
-    a cluster). Returns the settings and whether the folder was claimed."""
+    a cluster); ``resumed`` the saved settings of the sweep to resume. Returns the
+    settings and whether the folder was claimed."""
     if address:
         check_address(address)
-    storage.check_writable(storage_uri)
-    if args.resume:
-        name = args.name or latest_sweep(storage_uri, space.name)
-        settings = load_settings(storage_uri, name)
-        if settings.space != space.name:
-            raise UserError(f"sweep {name} ran space {settings.space}, not {space.name}")
-        check_same_options(args, settings)
-        check_experiment_state(settings)
+    if resumed is not None:
+        check_same_options(args, resumed, space)
+        check_experiment_state(resumed)
         if node:
-            require_fit(settings.cpus_per_trial, settings.gpus_per_trial, [node])
-        return settings, False
+            require_fit(resumed.cpus_per_trial, resumed.gpus_per_trial, [node])
+        return resumed, False
     from tune_selcopy.wiring import check_wiring
 
-    configs = space.settings(trial_overrides(args.max_inputs, args.val_count))
-    seeds = args.trials or space.seeds
+    storage.check_writable(storage_uri)
+    configs, seeds = space.settings, space.seeds
     # An embedded Ray's resources are known now; a joined cluster's once connected.
     cpus, gpus = (args.cpus_per_trial or 0.0, args.gpus_per_trial or 0.0)
     if node:
@@ -609,6 +648,7 @@ def prepare(
             cpus_per_trial=cpus,
             gpus_per_trial=gpus,
             max_concurrent=args.max_concurrent,
+            resolved_space=space.to_data(),
         ),
         numbered=args.name is None,
     )
@@ -620,8 +660,9 @@ def prepare(
     return settings, True
 
 
-def check_same_options(args: Any, settings: SweepSettings) -> None:
-    """``--resume`` runs the sweep that started: an option given again must say the same."""
+def check_same_options(args: Any, settings: SweepSettings, space: ResolvedSpace) -> None:
+    """``--resume`` runs the sweep that started: an option given again must say the same
+    (a ``--set`` value: the one every saved setting has)."""
     given = {
         "--trials": (args.trials, settings.trials),
         "--max-inputs": (args.max_inputs, settings.max_inputs),
@@ -632,6 +673,10 @@ def check_same_options(args: Any, settings: SweepSettings) -> None:
     }
     differ = [f"{option} {new} (the sweep has {old})" for option, (new, old) in given.items()
               if new is not None and new != old]
+    for key, value in parse_sets(args.set).items():
+        saved = sorted({str(setting[key]) for setting in space.settings})
+        if saved != [str(value)]:
+            differ.append(f"--set {key}={value} (the sweep has {', '.join(saved)})")
     if differ:
         raise UserError(
             f"--resume continues sweep {settings.name} with its saved settings, which these options contradict: "
@@ -658,15 +703,21 @@ def main(argv: list[str] | None = None) -> int:
     settings, claimed, launched = None, False, False
     try:
         args = build_parser().parse_args(argv)
-        space = load_space(args.space)
-        storage_uri = args.storage if "://" in args.storage else os.path.abspath(args.storage)
-        if args.dry_run:
-            print(dry_run(space, args.trials, trial_overrides(args.max_inputs, args.val_count)))
-            return 0
         check_args(args)
+        storage_uri = args.storage if "://" in args.storage else os.path.abspath(args.storage)
+        resumed = None
+        if args.resume:
+            storage.check_writable(storage_uri)  # before listing it: an unreachable store hangs
+            resumed = resumed_sweep(args, storage_uri)
+        space = resumed.resolve_space() if resumed else new_space(args)
+        if args.dry_run:
+            print(dry_run(space))
+            return 0
+        if not args.resume:
+            print("".join(f"note: {note}\n" for note in space.notes), end="")
         address = cluster_address(args.address)
         node = None if address else embedded_node(args.local_cpus, args.local_gpus)
-        settings, claimed = prepare(args, space, storage_uri, address, node)
+        settings, claimed = prepare(args, space, storage_uri, address, node, resumed)
         print(connect(address, node), flush=True)
         if claimed and address:
             import ray
@@ -696,12 +747,12 @@ def main(argv: list[str] | None = None) -> int:
             release_sweep(settings)
         print(f"error: {one_line(exc)}", file=sys.stderr)
         if launched:
-            print(f"what was written is kept; continue with: {_resume_hint(space, settings)}", file=sys.stderr)
+            print(f"what was written is kept; continue with: {_resume_hint(settings)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if claimed and not launched:
             release_sweep(settings)
-        hint = f"; continue with: {_resume_hint(space, settings)}" if launched else " before the sweep started"
+        hint = f"; continue with: {_resume_hint(settings)}" if launched else " before the sweep started"
         print(f"interrupted{hint}", file=sys.stderr)
         return INTERRUPTED
 

@@ -433,11 +433,15 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--checkpoint-dir", default=None, help="save after each validation; resume if present")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other trial-config value, applied after the flags above (repeatable)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        from tune_selcopy.spaces import parse_sets  # spaces imports this module
+
         args = build_parser().parse_args(argv)
         config = TrialConfig.from_dict(
             {
@@ -448,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
                 "max_inputs": args.max_inputs,
                 "val_count": args.val_count,
                 "warmup_steps": args.warmup_steps,
+                **parse_sets(args.set),
             }
         )
         if args.checkpoint_dir:  # fail now, not after the first epoch has trained
