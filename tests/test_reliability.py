@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import pickle
 import socket
 import subprocess
@@ -21,7 +20,7 @@ import pyarrow.fs as pafs
 import pytest
 import torch
 
-from tune_selcopy import run, storage, train
+from tune_selcopy import run, storage, sweeps, train
 from tune_selcopy.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -249,13 +248,13 @@ def test_infeasible_request_on_the_embedded_ray_fails_before_ray(tmp_path, capsy
 # --- sweep folders: exclusive, and settings files that are not ours -----------------------------
 
 
-def _settings(tmp_path: Path, name: str) -> run.SweepSettings:
-    return run.SweepSettings(space="attn_act", name=name, storage=str(tmp_path), trials=1, max_inputs=640,
+def _settings(tmp_path: Path, name: str) -> sweeps.SweepSettings:
+    return sweeps.SweepSettings(space="attn_act", name=name, storage=str(tmp_path), trials=1, max_inputs=640,
                              val_count=64, cpus_per_trial=1.0, gpus_per_trial=0.0, max_concurrent=None)
 
 
 def test_a_sweep_name_is_claimed_once(tmp_path, capsys):
-    run.claim_sweep(_settings(tmp_path, "taken"))
+    sweeps.claim_sweep(_settings(tmp_path, "taken"))
     started = time.monotonic()
     assert run.main(["attn_act", *TINY, "--storage", str(tmp_path), "--name", "taken"]) == 2
     line = one_error_line(capsys.readouterr().err)
@@ -266,7 +265,7 @@ def test_a_sweep_name_is_claimed_once(tmp_path, capsys):
 def test_a_folder_with_anything_in_it_is_not_claimed(tmp_path):
     (tmp_path / "other" / "logs").mkdir(parents=True)
     with pytest.raises(storage.FolderTaken):
-        run.claim_sweep(_settings(tmp_path, "other"))
+        sweeps.claim_sweep(_settings(tmp_path, "other"))
 
 
 @pytest.mark.parametrize("remote", [False, True], ids=["local-exclusive-create", "object-store-markers"])
@@ -299,14 +298,14 @@ def test_simultaneous_claims_have_one_winner(tmp_path, monkeypatch, remote):
 def test_default_names_never_collide(tmp_path):
     """Two sweeps started in the same second get distinct default names."""
     default = _settings(tmp_path, "attn_act-20261129-120000")
-    names = [run.claim_new_sweep(default, numbered=True).name for _ in range(3)]
+    names = [sweeps.claim_new_sweep(default, numbered=True).name for _ in range(3)]
     assert names == ["attn_act-20261129-120000", "attn_act-20261129-120000-2", "attn_act-20261129-120000-3"]
 
 
 def _write_sweep(tmp_path: Path, name: str, settings: bytes, state: str | None) -> None:
     folder = tmp_path / name
     folder.mkdir()
-    (folder / run.RUN_FILE).write_bytes(settings)
+    (folder / sweeps.RUN_FILE).write_bytes(settings)
     if state is not None:
         (folder / "experiment_state-2026-11-29_12-00-00.json").write_text(state)
 
@@ -355,15 +354,15 @@ def test_a_corrupt_neighbour_does_not_block_resume(tmp_path, capsys):
     assert run.main(["attn_act", "--resume", "--storage", str(tmp_path)]) == 2
     # The broken folder was skipped; the latest readable sweep was picked and checked.
     assert "nothing to resume at" in one_error_line(capsys.readouterr().err)
-    assert "started-no-state" in (tmp_path / "started-no-state" / run.RUN_FILE).read_text()
+    assert "started-no-state" in (tmp_path / "started-no-state" / sweeps.RUN_FILE).read_text()
 
 
 def test_settings_round_trip_and_old_files_without_the_marker(tmp_path):
     settings = _settings(tmp_path, "x")
-    assert run.SweepSettings.from_json(settings.to_json(), str(tmp_path), "x") == settings
+    assert sweeps.SweepSettings.from_json(settings.to_json(), str(tmp_path), "x") == settings
     old = json.loads(settings.to_json())
     del old["format"]
-    assert run.SweepSettings.from_json(json.dumps(old).encode(), str(tmp_path), "x") == settings
+    assert sweeps.SweepSettings.from_json(json.dumps(old).encode(), str(tmp_path), "x") == settings
 
 
 # --- storage failures a retry cannot fix ----------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tune_selcopy import run, train
+from tune_selcopy import run, sweeps, train
 from tune_selcopy.errors import UserError
 from tune_selcopy.spaces import ResolvedSpace, coerce, load_space, parse_sets
 
@@ -267,7 +267,7 @@ def test_train_takes_set(capsys):
 def test_resume_takes_only_set_values_the_sweep_has(tmp_path, capsys):
     """--resume runs the saved space: a --set given again must match every saved setting."""
     saved = load_space("attn_act").resolve({"channels": 32})
-    run.claim_sweep(run.SweepSettings(
+    sweeps.claim_sweep(sweeps.SweepSettings(
         space="attn_act", name="s", storage=str(tmp_path), trials=None, max_inputs=None, val_count=None,
         cpus_per_trial=1.0, gpus_per_trial=0.0, max_concurrent=None, resolved_space=saved.to_data(),
     ))

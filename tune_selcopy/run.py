@@ -13,96 +13,45 @@ anything is written to it. Exit codes: 0 all trials finished, 1 some trials erro
 
 from __future__ import annotations
 
-import fnmatch
-import json
-import logging
 import math
 import os
 import posixpath
-import re
-import socket
 import sys
 import time
-import urllib.parse
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from typing import Any
 
-import pyarrow.fs as pafs
-
 from tune_selcopy import logs, storage
+from tune_selcopy.cluster import (
+    check_address,
+    check_feasible,
+    cluster_address,
+    connect,
+    embedded_node,
+    require_fit,
+    trial_resources,
+)
 from tune_selcopy.errors import ArgumentParser, UserError, one_line
 from tune_selcopy.model import ConvTextModel
 from tune_selcopy.spaces import ResolvedSpace, available_spaces, load_space, parse_sets, space_name_of
+from tune_selcopy.sweeps import (
+    NAME_PATTERN,
+    SweepSettings,
+    check_experiment_state,
+    claim_new_sweep,
+    experiment_uri,
+    latest_sweep,
+    load_settings,
+    release_sweep,
+    save_settings,
+    trial_overrides,
+)
 from tune_selcopy.train import TrialConfig
 
-RUN_FILE = "tune_selcopy.json"  # the sweep's own settings, read back by --resume
-RUN_FILE_FORMAT = "tune_selcopy sweep settings, version 1"
 DEFAULT_STORAGE = "results"
 MAX_FAILURES = 3
 CHECKPOINTS_KEPT = 2
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-ADDRESS_TIMEOUT_S = 5.0
 INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
-
-
-@dataclass(frozen=True)
-class SweepSettings:
-    """What defines a sweep beyond its space; saved with it so --resume rebuilds it."""
-
-    space: str
-    name: str
-    storage: str
-    trials: int | None
-    max_inputs: int | None
-    val_count: int | None
-    cpus_per_trial: float
-    gpus_per_trial: float
-    max_concurrent: int | None
-    # The resolved space (ResolvedSpace.to_data()): --resume runs exactly this, whatever the
-    # space file or the flags say by then. None in sweeps saved before space files existed.
-    resolved_space: dict[str, Any] | None = None
-
-    def resolve_space(self) -> ResolvedSpace:
-        if self.resolved_space is None:
-            return load_space(self.space).resolve(self.overrides(), self.trials)
-        return ResolvedSpace.from_data(self.resolved_space)
-
-    def overrides(self) -> dict[str, Any]:
-        return trial_overrides(self.max_inputs, self.val_count)
-
-    def to_json(self) -> bytes:
-        return json.dumps({"format": RUN_FILE_FORMAT, **asdict(self)}, indent=1).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes, storage: str, name: str) -> "SweepSettings":
-        """Parse a saved RUN_FILE; ``storage``/``name`` are where it was found (it may have moved).
-
-        ``UserError`` for anything that is not one of ours (corrupt, foreign, other version).
-        """
-        where = logs.join(storage, name, RUN_FILE)
-        try:
-            values = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UserError(f"{where} is not a tune_selcopy sweep file (not JSON: {exc})") from None
-        expected = {f.name for f in fields(cls)}
-        # Files from before the format marker are accepted when their keys match exactly,
-        # and files from before space files when they lack only the resolved space.
-        if not isinstance(values, dict) or values.pop("format", RUN_FILE_FORMAT) != RUN_FILE_FORMAT \
-                or set(values) not in (expected, expected - {"resolved_space"}):
-            found = sorted(values) if isinstance(values, dict) else type(values).__name__
-            raise UserError(f"{where} is not a tune_selcopy sweep file (expected keys {sorted(expected)}, found {found})")
-        settings = cls(**{**values, "storage": storage, "name": name})
-        numbers = (settings.cpus_per_trial, settings.gpus_per_trial)
-        if not all(isinstance(v, int | float) and math.isfinite(v) for v in numbers) or not isinstance(
-            settings.space, str
-        ):
-            raise UserError(f"{where} is damaged: space {settings.space!r}, resources {numbers}")
-        return settings
-
-
-def trial_overrides(max_inputs: int | None, val_count: int | None) -> dict[str, Any]:
-    """The fixed trial values a sweep replaces (for smaller, quicker sweeps)."""
-    return {k: v for k, v in (("max_inputs", max_inputs), ("val_count", val_count)) if v is not None}
 
 
 # --- Dry run ----------------------------------------------------------------------------
@@ -157,38 +106,6 @@ def check_args(args: Any) -> None:
         raise UserError("; ".join(problems))
 
 
-def cluster_address(address: str | None) -> str | None:
-    """The cluster to join: ``--address``, else ``RAY_ADDRESS`` (set inside ``ray job submit``)."""
-    return address or os.environ.get("RAY_ADDRESS") or None
-
-
-def check_address(address: str) -> None:
-    """Fail fast on a cluster address that cannot be reached; ``ray.init`` would retry for minutes.
-
-    Accepts ``host:port``, ``ray://host:port`` and ``auto`` (Ray's own lookup, not checked).
-    """
-    if address == "auto":
-        return
-    parsed = urllib.parse.urlsplit(address if "://" in address else f"gcs://{address}")
-    try:
-        host, port = parsed.hostname, parsed.port
-    except ValueError:
-        host, port = None, None
-    if not host or not port:
-        raise UserError(f"--address {address!r}: expected host:port, ray://host:port or auto")
-    try:
-        with socket.create_connection((host, port), timeout=ADDRESS_TIMEOUT_S):
-            pass
-    except socket.gaierror as exc:
-        raise UserError(f"cannot reach Ray cluster at {address}: unknown host {host!r} ({exc.strerror})") from None
-    except OSError as exc:
-        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
-        raise UserError(
-            f"cannot reach Ray cluster at {address}: {reason} within {ADDRESS_TIMEOUT_S:g} s "
-            "(is the head running? is the address its GCS port, e.g. 6379?)"
-        ) from None
-
-
 def sweep_bytes(configs: list[dict[str, Any]], seeds: int) -> int:
     """Storage a sweep needs at most, from its settings: per trial its kept checkpoints
     (plus the one being written: weights and AdamW's two moments, float32) and one
@@ -205,165 +122,7 @@ def sweep_bytes(configs: list[dict[str, Any]], seeds: int) -> int:
 # --- Cluster and resources --------------------------------------------------------------
 
 
-def embedded_node(local_cpus: int | None, local_gpus: float | None) -> dict[str, float]:
-    """The resources an embedded Ray declares: this machine's, or --local-cpus/--local-gpus."""
-    import torch
-
-    gpus = torch.cuda.device_count() if local_gpus is None else local_gpus
-    return {"CPU": float(local_cpus or os.cpu_count() or 1), "GPU": float(gpus)}
-
-
-def connect(address: str | None, node: dict[str, float] | None) -> str:
-    """Join the cluster at ``address``, else start an embedded one declaring ``node``; say which."""
-    if address:
-        import ray
-
-        try:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:  # reachable, but not a Ray head
-            raise UserError(f"cannot join Ray cluster at {address}: {one_line(exc, 300)}") from None
-        return f"joined Ray cluster at {address}"
-    # A local run need not be reachable from the network: Ray binds every server to its
-    # node IP, which is loopback only when Ray's "cluster mode" is off (as it is on
-    # laptops). Read by ray's constants at import, so set before the first import.
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    import ray
-
-    try:
-        ray.init(
-            address="local",  # never attach to a `ray start` cluster found on this machine
-            num_cpus=int(node["CPU"]),
-            num_gpus=node["GPU"],
-            include_dashboard=False,
-            logging_level=logging.WARNING,
-            log_to_driver=False,
-        )
-    except Exception as exc:  # noqa: BLE001 - e.g. "timed out during startup" on an overloaded machine
-        raise UserError(f"could not start an embedded Ray: {one_line(exc, 300)}") from None
-    return f"started an embedded local Ray with {node['CPU']:g} CPUs and {node['GPU']:g} GPUs (loopback only)"
-
-
-def trial_resources(cpus: float | None, gpus: float | None, cluster_has_gpu: bool) -> tuple[float, float]:
-    """CPU machines: one trial per core; GPU clusters: four trials per GPU, one core each."""
-    return (1.0 if cpus is None else cpus, (0.25 if cluster_has_gpu else 0.0) if gpus is None else gpus)
-
-
-def _describe(resources: dict[str, float]) -> str:
-    """``CPU 2, GPU 1``: the resources a trial asks for or a node has."""
-    return ", ".join(f"{key} {resources.get(key, 0):g}" for key in ("CPU", "GPU"))
-
-
-def require_fit(cpus: float, gpus: float, nodes: list[dict[str, float]]) -> None:
-    """``UserError`` unless one of ``nodes`` (resource dicts) can hold a trial asking ``cpus``, ``gpus``."""
-    request = {"CPU": cpus, "GPU": gpus}
-    if not any(all(node.get(key, 0) >= value for key, value in request.items()) for node in nodes):
-        raise UserError(
-            f"no node can run a trial asking {_describe(request)}: the nodes have "
-            f"{'; '.join(map(_describe, nodes))}; lower --cpus-per-trial/--gpus-per-trial, or on an autoscaling "
-            "cluster pass --wait-for-nodes SECONDS"
-        )
-
-
-def check_feasible(cpus: float, gpus: float, wait_s: float) -> None:
-    """Fail fast when no live node can ever hold one trial; Ray itself would wait forever.
-
-    With ``wait_s`` (autoscaling clusters) the request is handed to the autoscaler and the
-    check waits for a node that fits.
-    """
-    import ray
-    from ray.autoscaler.sdk import request_resources
-
-    def live_nodes() -> list[dict[str, float]]:
-        return [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-
-    deadline = time.monotonic() + wait_s
-    if wait_s > 0:
-        request_resources(bundles=[{"CPU": cpus, **({"GPU": gpus} if gpus else {})}])
-    try:
-        while True:
-            try:
-                return require_fit(cpus, gpus, live_nodes())
-            except UserError:
-                if time.monotonic() >= deadline:
-                    raise
-            time.sleep(2)
-    finally:
-        if wait_s > 0:
-            request_resources(bundles=[])  # from here on Tune's own demand drives scaling
-
-
 # --- Storage ----------------------------------------------------------------------------
-
-
-def experiment_uri(settings: SweepSettings) -> str:
-    return logs.join(settings.storage, settings.name)
-
-
-def save_settings(settings: SweepSettings) -> None:
-    """Rewrite the sweep's settings file (the folder is already claimed)."""
-    fs, path = logs.resolve(logs.join(experiment_uri(settings), RUN_FILE))
-    with fs.open_output_stream(path) as out:
-        out.write(settings.to_json())
-
-
-def claim_sweep(settings: SweepSettings) -> None:
-    """Make ``<storage>/<name>`` this sweep's own, or refuse: two sweeps in one folder
-    would merge their logs into fake replicates."""
-    storage.claim(
-        experiment_uri(settings),
-        RUN_FILE,
-        settings.to_json(),
-        taken=f"a sweep named {settings.name!r} already exists at {experiment_uri(settings)}: continue it with "
-        f"--resume --name {settings.name}, or choose another --name",
-    )
-
-
-def release_sweep(settings: SweepSettings) -> None:
-    """Undo ``claim_sweep`` for a sweep that never started, so its name can be used again."""
-    fs, path = logs.resolve(experiment_uri(settings))
-    try:
-        fs.delete_dir(path)
-    except OSError:
-        pass  # nothing more to undo; the next start with this name says the folder is taken
-
-
-def load_settings(storage_uri: str, name: str) -> SweepSettings:
-    fs, path = logs.resolve(logs.join(storage_uri, name, RUN_FILE))
-    try:
-        with fs.open_input_stream(path) as stream:
-            data = stream.read()
-    except FileNotFoundError:
-        raise UserError(f"nothing to resume: no sweep at {logs.join(storage_uri, name)}") from None
-    except OSError as exc:
-        raise UserError(f"cannot read {logs.join(storage_uri, name, RUN_FILE)}: {one_line(exc, 300)}") from None
-    return SweepSettings.from_json(data, storage_uri, name)
-
-
-def latest_sweep(storage_uri: str, space: str) -> str:
-    """The most recently started sweep of ``space`` under ``storage`` (for --resume).
-
-    Folders whose settings file cannot be read are skipped, not fatal: one damaged
-    neighbour must not block resuming another sweep.
-    """
-    fs, root = logs.resolve(storage_uri)
-    try:
-        entries = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-        candidates = [e.base_name for e in entries if e.type == pafs.FileType.Directory]
-        run_files = fs.get_file_info([posixpath.join(root, name, RUN_FILE) for name in candidates])
-    except OSError as exc:
-        raise UserError(f"cannot list {storage_uri}: {one_line(exc, 300)}") from None
-    started = {}
-    for name, info in zip(candidates, run_files):
-        if info.type != pafs.FileType.File:
-            continue
-        try:
-            if load_settings(storage_uri, name).space == space:
-                started[name] = info.mtime_ns
-        except UserError:
-            continue
-    if not started:
-        raise UserError(f"nothing to resume: no sweep of {space} under {storage_uri}")
-    return max(started, key=started.get)
 
 
 def write_plot(settings: SweepSettings, logs_at: str) -> str:
@@ -503,38 +262,6 @@ def run_sweep(tuner: Any, space: ResolvedSpace, settings: SweepSettings) -> int:
               file=sys.stderr)
         return INTERRUPTED
     return 1 if results.num_errors else 0
-
-
-def check_experiment_state(settings: SweepSettings) -> None:
-    """Refuse to resume without Ray's experiment state, or from a damaged one (e.g. cut
-    short by a full disk): Ray would log the failure and run a trial with an empty config."""
-    fs, path = logs.resolve(experiment_uri(settings))
-    try:
-        names = [
-            info.base_name
-            for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-            if fnmatch.fnmatch(info.base_name, "experiment_state-*.json")
-        ]
-    except OSError as exc:
-        raise UserError(f"cannot list {experiment_uri(settings)}: {one_line(exc, 300)}") from None
-    if not names:
-        raise UserError(
-            f"nothing to resume at {experiment_uri(settings)}: no Ray experiment state there (the sweep stopped "
-            "before its first trial started; delete the folder to start again under this name)"
-        )
-    newest = posixpath.join(path, max(names))  # Ray resumes from the newest, by name
-    try:
-        with fs.open_input_stream(newest) as stream:
-            state = json.loads(stream.read())
-        intact = isinstance(state, dict) and {"runner_data", "trial_data"} <= set(state) and state["trial_data"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        intact = False
-    if not intact:
-        raise UserError(
-            f"cannot resume {experiment_uri(settings)}: Ray's experiment state {posixpath.basename(newest)} is "
-            f"damaged or empty; the Parquet logs in {logs.logs_uri(settings.storage, settings.name)} are intact, "
-            "but the unfinished trials cannot be continued"
-        )
 
 
 def print_report(settings: SweepSettings, logs_at: str) -> None:
@@ -682,21 +409,6 @@ def check_same_options(args: Any, settings: SweepSettings, space: ResolvedSpace)
             f"--resume continues sweep {settings.name} with its saved settings, which these options contradict: "
             f"{', '.join(differ)}; drop them, or start a new sweep under another --name"
         )
-
-
-def claim_new_sweep(settings: SweepSettings, numbered: bool) -> SweepSettings:
-    """Claim ``settings``' folder and write them there; return what was claimed. With
-    ``numbered`` (a default name), a taken name gets a suffix -2, -3, ... instead of an
-    error, for sweeps started in the same second."""
-    names = [settings.name, *(f"{settings.name}-{i}" for i in range(2, 10))] if numbered else [settings.name]
-    for name in names[:-1]:
-        try:
-            claim_sweep(claimed := SweepSettings(**{**asdict(settings), "name": name}))
-            return claimed
-        except storage.FolderTaken:
-            continue
-    claim_sweep(claimed := SweepSettings(**{**asdict(settings), "name": names[-1]}))
-    return claimed
 
 
 def main(argv: list[str] | None = None) -> int:

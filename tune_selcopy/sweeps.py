@@ -1,0 +1,205 @@
+"""A sweep's folder, ``<storage>/<name>``: its saved settings, its exclusive claim, and
+finding one to resume.
+
+``tune_selcopy.json`` holds what defines the sweep beyond Ray's own experiment state, so
+``--resume`` rebuilds it without the original command line or space file; Ray's state
+(``experiment_state-*.json``, ``tuner.pkl``) lies next to it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import posixpath
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from tune_selcopy import logs, storage
+from tune_selcopy.errors import UserError, one_line
+from tune_selcopy.spaces import ResolvedSpace, load_space
+
+RUN_FILE = "tune_selcopy.json"  # the sweep's own settings, read back by --resume
+RUN_FILE_FORMAT = "tune_selcopy sweep settings, version 1"
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """What defines a sweep beyond its space; saved with it so --resume rebuilds it."""
+
+    space: str
+    name: str
+    storage: str
+    trials: int | None
+    max_inputs: int | None
+    val_count: int | None
+    cpus_per_trial: float
+    gpus_per_trial: float
+    max_concurrent: int | None
+    # The resolved space (ResolvedSpace.to_data()): --resume runs exactly this, whatever the
+    # space file or the flags say by then. None in sweeps saved before space files existed.
+    resolved_space: dict[str, Any] | None = None
+
+    def resolve_space(self) -> ResolvedSpace:
+        if self.resolved_space is None:
+            return load_space(self.space).resolve(self.overrides(), self.trials)
+        return ResolvedSpace.from_data(self.resolved_space)
+
+    def overrides(self) -> dict[str, Any]:
+        return trial_overrides(self.max_inputs, self.val_count)
+
+    def to_json(self) -> bytes:
+        return json.dumps({"format": RUN_FILE_FORMAT, **asdict(self)}, indent=1).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, storage: str, name: str) -> "SweepSettings":
+        """Parse a saved RUN_FILE; ``storage``/``name`` are where it was found (it may have moved).
+
+        ``UserError`` for anything that is not one of ours (corrupt, foreign, other version).
+        """
+        where = logs.join(storage, name, RUN_FILE)
+        try:
+            values = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UserError(f"{where} is not a tune_selcopy sweep file (not JSON: {exc})") from None
+        expected = {f.name for f in fields(cls)}
+        # Files from before the format marker are accepted when their keys match exactly,
+        # and files from before space files when they lack only the resolved space.
+        if not isinstance(values, dict) or values.pop("format", RUN_FILE_FORMAT) != RUN_FILE_FORMAT \
+                or set(values) not in (expected, expected - {"resolved_space"}):
+            found = sorted(values) if isinstance(values, dict) else type(values).__name__
+            raise UserError(f"{where} is not a tune_selcopy sweep file (expected keys {sorted(expected)}, found {found})")
+        settings = cls(**{**values, "storage": storage, "name": name})
+        numbers = (settings.cpus_per_trial, settings.gpus_per_trial)
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in numbers) or not isinstance(
+            settings.space, str
+        ):
+            raise UserError(f"{where} is damaged: space {settings.space!r}, resources {numbers}")
+        return settings
+
+
+def trial_overrides(max_inputs: int | None, val_count: int | None) -> dict[str, Any]:
+    """The fixed trial values a sweep replaces (for smaller, quicker sweeps)."""
+    return {k: v for k, v in (("max_inputs", max_inputs), ("val_count", val_count)) if v is not None}
+
+
+def experiment_uri(settings: SweepSettings) -> str:
+    return logs.join(settings.storage, settings.name)
+
+
+def save_settings(settings: SweepSettings) -> None:
+    """Rewrite the sweep's settings file (the folder is already claimed)."""
+    fs, path = logs.resolve(logs.join(experiment_uri(settings), RUN_FILE))
+    with fs.open_output_stream(path) as out:
+        out.write(settings.to_json())
+
+
+def claim_sweep(settings: SweepSettings) -> None:
+    """Make ``<storage>/<name>`` this sweep's own, or refuse: two sweeps in one folder
+    would merge their logs into fake replicates."""
+    storage.claim(
+        experiment_uri(settings),
+        RUN_FILE,
+        settings.to_json(),
+        taken=f"a sweep named {settings.name!r} already exists at {experiment_uri(settings)}: continue it with "
+        f"--resume --name {settings.name}, or choose another --name",
+    )
+
+
+def claim_new_sweep(settings: SweepSettings, numbered: bool) -> SweepSettings:
+    """Claim ``settings``' folder and write them there; return what was claimed. With
+    ``numbered`` (a default name), a taken name gets a suffix -2, -3, ... instead of an
+    error, for sweeps started in the same second."""
+    names = [settings.name, *(f"{settings.name}-{i}" for i in range(2, 10))] if numbered else [settings.name]
+    for name in names[:-1]:
+        try:
+            claim_sweep(claimed := SweepSettings(**{**asdict(settings), "name": name}))
+            return claimed
+        except storage.FolderTaken:
+            continue
+    claim_sweep(claimed := SweepSettings(**{**asdict(settings), "name": names[-1]}))
+    return claimed
+
+
+def release_sweep(settings: SweepSettings) -> None:
+    """Undo ``claim_sweep`` for a sweep that never started, so its name can be used again."""
+    fs, path = logs.resolve(experiment_uri(settings))
+    try:
+        fs.delete_dir(path)
+    except OSError:
+        pass  # nothing more to undo; the next start with this name says the folder is taken
+
+
+def load_settings(storage_uri: str, name: str) -> SweepSettings:
+    fs, path = logs.resolve(logs.join(storage_uri, name, RUN_FILE))
+    try:
+        with fs.open_input_stream(path) as stream:
+            data = stream.read()
+    except FileNotFoundError:
+        raise UserError(f"nothing to resume: no sweep at {logs.join(storage_uri, name)}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {logs.join(storage_uri, name, RUN_FILE)}: {one_line(exc, 300)}") from None
+    return SweepSettings.from_json(data, storage_uri, name)
+
+
+def latest_sweep(storage_uri: str, space: str) -> str:
+    """The most recently started sweep of ``space`` under ``storage`` (for --resume).
+
+    Folders whose settings file cannot be read are skipped, not fatal: one damaged
+    neighbour must not block resuming another sweep.
+    """
+    fs, root = logs.resolve(storage_uri)
+    try:
+        entries = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+        candidates = [e.base_name for e in entries if e.type == pafs.FileType.Directory]
+        run_files = fs.get_file_info([posixpath.join(root, name, RUN_FILE) for name in candidates])
+    except OSError as exc:
+        raise UserError(f"cannot list {storage_uri}: {one_line(exc, 300)}") from None
+    started = {}
+    for name, info in zip(candidates, run_files):
+        if info.type != pafs.FileType.File:
+            continue
+        try:
+            if load_settings(storage_uri, name).space == space:
+                started[name] = info.mtime_ns
+        except UserError:
+            continue
+    if not started:
+        raise UserError(f"nothing to resume: no sweep of {space} under {storage_uri}")
+    return max(started, key=started.get)
+
+
+def check_experiment_state(settings: SweepSettings) -> None:
+    """Refuse to resume without Ray's experiment state, or from a damaged one (e.g. cut
+    short by a full disk): Ray would log the failure and run a trial with an empty config."""
+    fs, path = logs.resolve(experiment_uri(settings))
+    try:
+        names = [
+            info.base_name
+            for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+            if fnmatch.fnmatch(info.base_name, "experiment_state-*.json")
+        ]
+    except OSError as exc:
+        raise UserError(f"cannot list {experiment_uri(settings)}: {one_line(exc, 300)}") from None
+    if not names:
+        raise UserError(
+            f"nothing to resume at {experiment_uri(settings)}: no Ray experiment state there (the sweep stopped "
+            "before its first trial started; delete the folder to start again under this name)"
+        )
+    newest = posixpath.join(path, max(names))  # Ray resumes from the newest, by name
+    try:
+        with fs.open_input_stream(newest) as stream:
+            state = json.loads(stream.read())
+        intact = isinstance(state, dict) and {"runner_data", "trial_data"} <= set(state) and state["trial_data"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        intact = False
+    if not intact:
+        raise UserError(
+            f"cannot resume {experiment_uri(settings)}: Ray's experiment state {posixpath.basename(newest)} is "
+            f"damaged or empty; the Parquet logs in {logs.logs_uri(settings.storage, settings.name)} are intact, "
+            "but the unfinished trials cannot be continued"
+        )
