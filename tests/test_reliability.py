@@ -66,7 +66,8 @@ def test_crafted_checkpoint_runs_no_code(tmp_path, capsys):
         assert b"touch" in f.read()
     assert train.main(["--max-inputs", "640", "--val-count", "64", "--checkpoint-dir", str(ckpt)]) == 2
     line = one_error_line(capsys.readouterr().err)
-    assert "cannot read checkpoint" in line
+    assert "refusing checkpoint" in line and "loading it would run code it names (GLOBAL" in line
+    assert "weights_only" not in line  # no advice to load it unsafely
     assert not marker.exists()
     # A plain pickle of the same object would have run it: the test can fail.
     pickle.loads(pickle.dumps(_Payload(marker)))
