@@ -11,7 +11,6 @@ import dataclasses
 import json
 import math
 import os
-import pickle
 import re
 import sys
 import time
@@ -398,13 +397,13 @@ class Trial:
         path = Path(directory) / CHECKPOINT_FILE
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
-        except pickle.UnpicklingError as exc:  # names code to run: refused, whatever torch suggests
+        except Exception as exc:  # crafted, truncated or foreign: say which, in one line
             refused = re.search(r"Unsupported global: (GLOBAL \S+)", str(exc))
-            raise UserError(
-                f"refusing checkpoint {path}: it is not a tune_selcopy checkpoint, and loading it would run code "
-                f"it names ({refused.group(1) if refused else 'an object other than tensors and plain data'})"
-            ) from None
-        except Exception as exc:  # truncated or foreign: say which, in one line
+            if refused:  # it names code to run: refused, whatever torch's message suggests
+                raise UserError(
+                    f"refusing checkpoint {path}: it is not a tune_selcopy checkpoint, and loading it would run "
+                    f"code it names ({refused.group(1)})"
+                ) from None
             raise UserError(f"cannot read checkpoint {path}: {one_line(exc, 300)}") from None
         try:
             self.load_state_dict(state)
