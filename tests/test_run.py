@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tune_selcopy import run, train
+from tune_selcopy import run, sweeps, train
 from tune_selcopy.spaces import load_space
 from tune_selcopy.trainable import CRASH_ENV
 
@@ -291,7 +291,7 @@ def _wait_for_rows(logs: Path, count: int, driver: subprocess.Popen, timeout: fl
     pytest.fail(f"the sweep never wrote {count} rows (exit code {driver.poll()})")
 
 
-def test_ctrl_c_exits_130_says_how_to_continue_and_resume_finishes(tmp_path):
+def test_ctrl_c_exits_130_and_says_how_to_continue(tmp_path):
     args = ["attn_act", "--trials", "1", *TINY, "--local-cpus", "2", "--storage", str(tmp_path)]
     driver = subprocess.Popen([PY, "-m", "tune_selcopy.run", *args, "--name", "cc"], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -306,10 +306,9 @@ def test_ctrl_c_exits_130_says_how_to_continue_and_resume_finishes(tmp_path):
         f"--name cc --storage {tmp_path}"
     )
     assert len(list(logs.glob("*/validation-*.parquet"))) < 20
-
-    result = sweep("attn_act", "--resume", "--name", "cc", "--storage", str(tmp_path))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert_complete(read_logs(logs), trials=2)
+    # Ray saved its state on the way out, so --resume can continue (resuming itself is
+    # shown by the killed-sweep and full-disk tests).
+    sweeps.check_experiment_state(sweeps.load_settings(str(tmp_path), "cc"))
 
 
 def test_full_disk_ends_the_sweep_in_one_line_and_resumes_after_space_is_freed(tmp_path):
@@ -392,27 +391,11 @@ def test_ray_job_submit(tmp_path):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_trials_spread_over_two_nodes(tmp_path, capsys):
-    import ray
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 1})
-    cluster.add_node(num_cpus=2, num_gpus=1)
-    try:
-        code = run.main(["attn_act", "--trials", "2", *TINY, "--address", cluster.address,
-                         "--gpus-per-trial", "1", "--storage", str(tmp_path), "--name", "multi"])
-        assert code == 0
-        df = read_logs(tmp_path / "multi" / "logs")
-        assert_complete(df, trials=4)
-        nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-        assert set(df["node_id"]) == nodes and len(nodes) == 2
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-
-
-def test_infeasible_request_on_a_joined_cluster_fails_fast(tmp_path, capsys):
-    """A cluster's resources are known only once joined; Ray would wait forever."""
+def test_joined_cluster_infeasible_requests_then_trials_spread_over_two_nodes(tmp_path, capsys):
+    """``--address`` to a ``ray.cluster_utils.Cluster``: a request no node can hold fails
+    fast (a joined cluster's resources are known only once joined; Ray would wait
+    forever), waiting for nodes needs an explicit GPU share, and once two GPU nodes have
+    joined the trials spread over both and never land on the GPU-less head."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -431,6 +414,15 @@ def test_infeasible_request_on_a_joined_cluster_fails_fast(tmp_path, capsys):
         assert run.main(["attn_act", "--trials", "1", *TINY, "--address", cluster.address,
                          "--wait-for-nodes", "5", "--storage", str(tmp_path)]) == 2
         assert "the cluster has no GPU yet" in capsys.readouterr().err
+
+        ray.shutdown()
+        workers = {cluster.add_node(num_cpus=2, num_gpus=1).node_id for _ in range(2)}
+        code = run.main(["attn_act", "--trials", "2", *TINY, "--address", cluster.address,
+                         "--gpus-per-trial", "1", "--storage", str(tmp_path), "--name", "multi"])
+        assert code == 0
+        df = read_logs(tmp_path / "multi" / "logs")
+        assert_complete(df, trials=4)
+        assert set(df["node_id"]) == workers
     finally:
         ray.shutdown()
         cluster.shutdown()
