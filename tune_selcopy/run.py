@@ -119,10 +119,7 @@ def sweep_bytes(configs: list[dict[str, Any]], seeds: int) -> int:
     return seeds * sum(per_setting) + 2**20
 
 
-# --- Cluster and resources --------------------------------------------------------------
-
-
-# --- Storage ----------------------------------------------------------------------------
+# --- The sweep --------------------------------------------------------------------------
 
 
 def write_plot(settings: SweepSettings, logs_at: str) -> str:
@@ -139,9 +136,6 @@ def write_plot(settings: SweepSettings, logs_at: str) -> str:
         with open(local, "rb") as src, fs.open_output_stream(path) as out:
             out.write(src.read())
     return target
-
-
-# --- The sweep --------------------------------------------------------------------------
 
 
 def _resume_hint(settings: SweepSettings) -> str:
