@@ -292,7 +292,8 @@ def _wait_for_rows(logs: Path, count: int, driver: subprocess.Popen, timeout: fl
 
 
 def test_ctrl_c_exits_130_and_says_how_to_continue(tmp_path):
-    args = ["attn_act", "--trials", "1", *TINY, "--local-cpus", "2", "--storage", str(tmp_path)]
+    """Interrupted with 2 trials running and 2 never started (they have no config yet)."""
+    args = ["attn_act", "--trials", "2", *TINY, "--local-cpus", "2", "--storage", str(tmp_path)]
     driver = subprocess.Popen([PY, "-m", "tune_selcopy.run", *args, "--name", "cc"], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     logs = tmp_path / "cc" / "logs"
@@ -302,7 +303,7 @@ def test_ctrl_c_exits_130_and_says_how_to_continue(tmp_path):
     assert driver.returncode == run.INTERRUPTED, stderr[-3000:]
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == (
-        f"interrupted: 2 trials unfinished; continue with: python -m tune_selcopy.run --resume "
+        f"interrupted: 4 trials unfinished; continue with: python -m tune_selcopy.run --resume "
         f"--name cc --storage {tmp_path}"
     )
     assert len(list(logs.glob("*/validation-*.parquet"))) < 20

@@ -220,6 +220,14 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
     )
 
 
+def _finished(result: Any) -> bool:
+    """Ray marks interrupted trials TERMINATED too: a trial is finished when its last
+    validation was reported. A trial that never started has neither config nor metrics."""
+    if result.error or not result.metrics or not result.config:
+        return False
+    return result.metrics.get("validation_index") == result.config["trial"]["num_validations"]
+
+
 def run_sweep(tuner: Any, space: ResolvedSpace, settings: SweepSettings) -> int:
     """Run the sweep to its end (or interruption), print the table; return the exit code."""
     started = time.monotonic()
@@ -235,13 +243,7 @@ def run_sweep(tuner: Any, space: ResolvedSpace, settings: SweepSettings) -> int:
             raise cause from None
         raise storage.StorageError(f"storage {settings.storage} failed: {one_line(cause, 300)}") from None
     wall = time.monotonic() - started
-    # Ray marks interrupted trials TERMINATED too; a trial is finished when its last
-    # validation was reported.
-    finished = sum(
-        not result.error
-        and (result.metrics or {}).get("validation_index") == result.config["trial"]["num_validations"]
-        for result in results
-    )
+    finished = sum(_finished(result) for result in results)
     unfinished = len(results) - finished - results.num_errors
     print(
         f"\nsweep {settings.name}: {len(results)} trials, {finished} finished, "
