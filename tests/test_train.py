@@ -186,6 +186,16 @@ def test_save_load_resume_is_bit_identical(small_reference, tmp_path, stop_after
     assert second.train_time_s >= second.history[stop_after - 1]["train_time_s"]
 
 
+def test_cpu_trials_flush_subnormal_floats():
+    """Subnormal floats made a trained model's CPU step ~7x slower (bench/denormals.py):
+    a CPU trial turns flushing them to zero on for its process."""
+    torch.set_flush_denormal(False)
+    subnormal = torch.tensor([1e-39])
+    assert (subnormal * 1.0).item() != 0.0
+    Trial(SMALL, threads=1)
+    assert (subnormal * 1.0).item() == 0.0
+
+
 def test_load_rejects_other_config_and_broken_files(tmp_path):
     trial = Trial(SMALL, threads=1)
     trial.save(tmp_path)
