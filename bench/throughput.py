@@ -153,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = config(args.inputs, args.val_count, args.num_validations)
     validation_texts()  # build the cached sets before any timing
-    Trial(cfg, threads=1)  # first-use imports (optimizer) outside the timings
+    # First-use imports (optimizer) outside the timings; it also turns on flushing of
+    # subnormal floats for this process, as every CPU trial does, so (a), (b) and (c)
+    # compute alike (that effect alone: bench/denormals.py).
+    Trial(cfg, threads=1)
     print(f"torch {torch.__version__}, python {platform.python_version()}, {platform.machine()}; "
           f"{args.inputs:,} inputs per measurement, batch {BATCH}, model {cfg.model_config()}")
     print(f"start: {load_line()}", flush=True)
