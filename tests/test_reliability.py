@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import pickle
+import shutil
 import socket
 import subprocess
 import sys
@@ -83,6 +84,43 @@ def test_real_checkpoint_loads_with_the_safe_loader(tmp_path):
     second.load(tmp_path)  # weights_only=True
     assert second.validation_index == 1 and second.step == first.step
     assert torch.equal(second.model.embedding.weight, first.model.embedding.weight)
+
+
+def test_a_trial_whose_checkpoint_is_gone_continues_from_the_newest_that_loads(tmp_path, capsys):
+    """After a resume from the intact copy of a damaged state, Tune can hand a trial a
+    checkpoint it has deleted since: the trial takes its newest other checkpoint that loads
+    (one cut short by the full disk is passed over), or starts again."""
+    from ray import tune
+
+    from tune_selcopy.trainable import _resume
+
+    config = train.TrialConfig(max_inputs=640, val_count=64)
+    trial = train.Trial(config)
+    validations = trial.validations()
+    trial_dir = tmp_path / "trial"
+    for k in (1, 2, 3):
+        next(validations)
+        trial.save(trial_dir / f"checkpoint_00000{k}")
+    (trial_dir / "checkpoint_000003" / train.CHECKPOINT_FILE).write_bytes(b"cut short")
+    fs = pafs.LocalFileSystem()
+    gone = tune.Checkpoint(str(trial_dir / "checkpoint_000000"), filesystem=fs)
+
+    resumed = train.Trial(config)
+    loaded = _resume(resumed, gone)
+    assert loaded.path == str(trial_dir / "checkpoint_000002") and resumed.validation_index == 2
+    out = capsys.readouterr().out
+    assert "checkpoint_000003 does not load" in out and "checkpoint_000000 is gone; continuing from" in out
+
+    for k in (1, 2, 3):
+        shutil.rmtree(trial_dir / f"checkpoint_00000{k}")
+    fresh = train.Trial(config)
+    assert _resume(fresh, gone) is None and fresh.validation_index == 0
+    assert "no other loads: the trial starts again" in capsys.readouterr().out
+
+    (trial_dir / "checkpoint_000001").mkdir()
+    trial.save(trial_dir / "checkpoint_000001")
+    present = tune.Checkpoint(str(trial_dir / "checkpoint_000001"), filesystem=fs)
+    assert _resume(train.Trial(config), present) is present  # Tune's own, when it is there
 
 
 @pytest.mark.parametrize(
@@ -347,6 +385,69 @@ def test_damaged_ray_state_is_refused_not_replaced_by_a_bogus_trial(tmp_path, ca
     line = one_error_line(capsys.readouterr().err)
     assert "Ray's experiment state experiment_state-2026-11-29_12-00-00.json is damaged" in line
     assert not ray_started()
+
+
+WHOLE_STATE = json.dumps({"runner_data": {}, "trial_data": [["trial", "metadata"]]})
+
+
+def test_the_intact_copy_follows_only_whole_states(tmp_path):
+    """The copy tracks Ray's newest state file while it is whole; a state cut short (or a
+    copy that cannot be written) leaves the last whole one in place."""
+    folder = tmp_path / "kept"
+    folder.mkdir()
+    keeper = sweeps.IntactStateKeeper(pafs.LocalFileSystem(), str(folder))
+    keeper.update()  # no state yet: nothing to copy
+    assert not (folder / sweeps.INTACT_STATE).exists()
+    state = folder / "experiment_state-2026-11-29_12-00-00.json"
+    state.write_text(WHOLE_STATE)
+    keeper.update()
+    assert (folder / sweeps.INTACT_STATE).read_text() == WHOLE_STATE
+    state.write_text(WHOLE_STATE[:20])  # what a full disk leaves
+    keeper.update()
+    assert (folder / sweeps.INTACT_STATE).read_text() == WHOLE_STATE
+    newer = WHOLE_STATE.replace('"metadata"', '"metadata", "more"')
+    (folder / "experiment_state-2026-11-29_13-00-00.json").write_text(newer)  # a resumed session's
+    keeper.update()
+    assert (folder / sweeps.INTACT_STATE).read_text() == newer
+    assert [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] == []
+
+
+class _FullDisk:
+    """A local filesystem whose writes stop part-way with ENOSPC, as a full disk does."""
+
+    def __init__(self):
+        self.local = pafs.LocalFileSystem()
+
+    def __getattr__(self, name):
+        return getattr(self.local, name)
+
+    def open_output_stream(self, path):
+        with open(path, "wb") as out:
+            out.write(b'{"runner')
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_failed_copy_keeps_the_previous_one(tmp_path):
+    folder = tmp_path / "kept"
+    folder.mkdir()
+    (folder / sweeps.INTACT_STATE).write_text(WHOLE_STATE)
+    (folder / "experiment_state-2026-11-29_13-00-00.json").write_text(WHOLE_STATE.replace("trial", "other"))
+    keeper = sweeps.IntactStateKeeper(_FullDisk(), str(folder))
+    keeper.update()  # the storage error is left for the trials to meet
+    assert (folder / sweeps.INTACT_STATE).read_text() == WHOLE_STATE
+    assert [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_damaged_state_is_replaced_by_its_intact_copy(tmp_path, capsys):
+    """The full disk case: Ray's newest state was cut short, the copy is whole. The resume
+    puts the copy in its place and says so; without a copy it refuses (test above)."""
+    _write_sweep(tmp_path, "cut", _settings(tmp_path, "cut").to_json(), state='{"trial_data": [')
+    (tmp_path / "cut" / sweeps.INTACT_STATE).write_text(WHOLE_STATE)
+    note = sweeps.check_experiment_state(sweeps.load_settings(str(tmp_path), "cut"))
+    assert note.startswith("Ray's experiment state experiment_state-2026-11-29_12-00-00.json was damaged")
+    assert "resuming from its last intact copy (saved " in note
+    assert (tmp_path / "cut" / "experiment_state-2026-11-29_12-00-00.json").read_text() == WHOLE_STATE
+    assert sweeps.check_experiment_state(sweeps.load_settings(str(tmp_path), "cut")) is None  # whole now
 
 
 def test_a_corrupt_neighbour_does_not_block_resume(tmp_path, capsys):

@@ -282,6 +282,27 @@ def test_killed_sweep_resumes_its_saved_space_without_rerunning_finished_trials(
     assert "3 settings, 3 trials, 640 inputs each" in saved
 
 
+def test_a_state_cut_short_resumes_from_its_intact_copy(tmp_path):
+    """The driver dies while Ray rewrites its experiment state (a full disk cuts it short
+    the same way): --resume puts the last intact copy in its place and finishes the sweep,
+    every row once, finished trials not rerun."""
+    logs = tmp_path / "cut" / "logs"
+    before = kill_after_one_trial(["attn_act", "--trials", "1", *TINY, "--local-cpus", "2", "--storage", str(tmp_path),
+                                   "--name", "cut"], logs)
+    finished_before = {f.parent for f in before if f.name == "validation-010.parquet"}
+    (state,) = (tmp_path / "cut").glob("experiment_state-*.json")
+    assert (tmp_path / "cut" / sweeps.INTACT_STATE).exists()
+    state.write_bytes(state.read_bytes()[:1000])
+
+    result = sweep("attn_act", "--resume", "--name", "cut", "--storage", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Ray's experiment state {state.name} was damaged" in result.stdout
+    assert_complete(read_logs(logs), trials=2)
+    for f in before:
+        if f.parent in finished_before:
+            assert f.stat().st_mtime_ns == before[f]
+
+
 def _wait_for_rows(logs: Path, count: int, driver: subprocess.Popen, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and driver.poll() is None:
@@ -327,6 +348,12 @@ def test_full_disk_ends_the_sweep_in_one_line_and_resumes_after_space_is_freed(t
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         logs = disk / "full" / "logs"
         _wait_for_rows(logs, 1, driver)
+        # What a resume needs: Ray's state, and the intact copy that survives a state file
+        # cut short by the full disk (it is taken within seconds of the first state).
+        deadline = time.monotonic() + 60
+        while not (disk / "full" / sweeps.INTACT_STATE).exists():
+            assert time.monotonic() < deadline and driver.poll() is None, "no intact copy of Ray's state"
+            time.sleep(0.2)
         filler = disk / "filler"
         # suppress outermost: closing the filler flushes its last buffer into a full disk
         with contextlib.suppress(OSError), open("/dev/zero", "rb") as zeros, open(filler, "wb") as out:

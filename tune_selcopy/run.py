@@ -147,7 +147,7 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
     """The Tuner of a new sweep, or of the one to resume."""
     from ray import tune
 
-    from tune_selcopy.trainable import RunInfo, TrialFailures, train_trial
+    from tune_selcopy.trainable import KeepIntactState, RunInfo, TrialFailures, train_trial
 
     run = RunInfo(
         experiment=settings.name,
@@ -214,7 +214,7 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
             progress_reporter=reporter,
-            callbacks=[TrialFailures()],
+            callbacks=[TrialFailures(), KeepIntactState()],
             verbose=1,
         ),
     )
@@ -346,9 +346,10 @@ def prepare(
         check_address(address)
     if resumed is not None:
         check_same_options(args, resumed, space)
-        check_experiment_state(resumed)
         if node:
             require_fit(resumed.cpus_per_trial, resumed.gpus_per_trial, [node])
+        if note := check_experiment_state(resumed):
+            print(note, flush=True)
         return resumed, False
     from tune_selcopy.wiring import check_wiring
 

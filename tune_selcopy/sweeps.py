@@ -8,6 +8,7 @@ finding one to resume.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import math
@@ -173,33 +174,109 @@ def latest_sweep(storage_uri: str, space: str) -> str:
     return max(started, key=started.get)
 
 
-def check_experiment_state(settings: SweepSettings) -> None:
-    """Refuse to resume without Ray's experiment state, or from a damaged one (e.g. cut
-    short by a full disk): Ray would log the failure and run a trial with an empty config."""
+STATE_PATTERN = "experiment_state-*.json"  # Ray's experiment state, one file per driver session
+# The last intact copy of Ray's newest experiment state. Ray rewrites its state in place,
+# so a full disk can cut it short; this copy is replaced atomically and only by an intact
+# state. No ".json"/".pkl" suffix: Ray copies those back and forth on resume, in place.
+INTACT_STATE = "experiment_state.intact"
+
+
+def _intact(data: bytes) -> bool:
+    """Whether ``data`` is a whole Ray experiment state with at least one trial."""
+    try:
+        state = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(state, dict) and {"runner_data", "trial_data"} <= set(state) and bool(state["trial_data"])
+
+
+def _newest_state(fs: pafs.FileSystem, path: str) -> pafs.FileInfo | None:
+    """Ray's newest experiment state file in the sweep folder ``path`` (Ray resumes from
+    the newest, by name), or None."""
+    infos = [info for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+             if fnmatch.fnmatch(info.base_name, STATE_PATTERN)]
+    return max(infos, key=lambda info: info.base_name) if infos else None
+
+
+def _read(fs: pafs.FileSystem, path: str) -> bytes | None:
+    try:
+        with fs.open_input_stream(path) as stream:
+            return stream.read()
+    except OSError:
+        return None
+
+
+def _write_atomically(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` or leave it as it was (a full disk fails the copy)."""
+    tmp = posixpath.join(posixpath.dirname(path), "." + posixpath.basename(path) + ".tmp")
+    try:
+        with fs.open_output_stream(tmp) as out:
+            out.write(data)
+        fs.move(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            fs.delete_file(tmp)
+        raise
+
+
+class IntactStateKeeper:
+    """Keeps ``INTACT_STATE`` up to date with Ray's newest experiment state in the sweep
+    folder ``path`` of ``fs`` while the sweep runs; ``update`` is one listing when nothing
+    changed."""
+
+    def __init__(self, fs: pafs.FileSystem, path: str):
+        self.fs, self.path = fs, path
+        self._copied: tuple[str, int | None, int | None] | None = None  # name, mtime, size
+
+    def update(self) -> None:
+        """Copy Ray's newest state if it changed and is intact. Storage errors are left
+        for the trials to meet and report: a failed copy keeps the previous one."""
+        try:
+            newest = _newest_state(self.fs, self.path)
+            if newest is None or (newest.base_name, newest.mtime_ns, newest.size) == self._copied:
+                return
+            data = _read(self.fs, newest.path)
+            if data is not None and _intact(data):
+                _write_atomically(self.fs, posixpath.join(self.path, INTACT_STATE), data)
+                self._copied = (newest.base_name, newest.mtime_ns, newest.size)
+        except OSError:
+            pass
+
+
+def check_experiment_state(settings: SweepSettings) -> str | None:
+    """Make sure Ray can resume this sweep: refuse without Ray's experiment state (Ray
+    would run a trial with an empty config); when the newest one is damaged (e.g. cut
+    short by a full disk), put the last intact copy in its place and return a line that
+    says so; refuse if there is none."""
     fs, path = logs.resolve(experiment_uri(settings))
     try:
-        names = [
-            info.base_name
-            for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-            if fnmatch.fnmatch(info.base_name, "experiment_state-*.json")
-        ]
+        newest = _newest_state(fs, path)
     except OSError as exc:
         raise UserError(f"cannot list {experiment_uri(settings)}: {one_line(exc, 300)}") from None
-    if not names:
+    if newest is None:
         raise UserError(
             f"nothing to resume at {experiment_uri(settings)}: no Ray experiment state there (the sweep stopped "
             "before its first trial started; delete the folder to start again under this name)"
         )
-    newest = posixpath.join(path, max(names))  # Ray resumes from the newest, by name
-    try:
-        with fs.open_input_stream(newest) as stream:
-            state = json.loads(stream.read())
-        intact = isinstance(state, dict) and {"runner_data", "trial_data"} <= set(state) and state["trial_data"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        intact = False
-    if not intact:
+    data = _read(fs, newest.path)
+    if data is not None and _intact(data):
+        return None
+    copy_path = posixpath.join(path, INTACT_STATE)
+    copy = _read(fs, copy_path)
+    if copy is None or not _intact(copy):
         raise UserError(
-            f"cannot resume {experiment_uri(settings)}: Ray's experiment state {posixpath.basename(newest)} is "
-            f"damaged or empty; the Parquet logs in {logs.logs_uri(settings.storage, settings.name)} are intact, "
-            "but the unfinished trials cannot be continued"
+            f"cannot resume {experiment_uri(settings)}: Ray's experiment state {newest.base_name} is "
+            f"damaged or empty and there is no intact copy; the Parquet logs in "
+            f"{logs.logs_uri(settings.storage, settings.name)} are intact, but the unfinished trials cannot be "
+            "continued"
         )
+    try:
+        saved = fs.get_file_info(copy_path).mtime
+        _write_atomically(fs, newest.path, copy)
+    except OSError as exc:
+        raise UserError(f"cannot restore {newest.path} from its intact copy: {one_line(exc, 300)}") from None
+    when = f" (saved {saved:%Y-%m-%d %H:%M:%S %Z})" if saved else ""
+    return (
+        f"Ray's experiment state {newest.base_name} was damaged (cut short by a full disk?): resuming from its "
+        f"last intact copy{when}; trials continue from the newest checkpoints they have"
+    )
