@@ -5,7 +5,9 @@ on the head launches each "node" as a separate set of Ray processes (raylet, age
 this machine, registered under the node type it chose. The node types come from
 cluster/aws-gpu.yaml (resources, min_workers, max_workers), and the sweep is submitted
 with the README's own ``ray job submit`` command, so these tests follow the shipped
-config and docs. Only the cloud calls are simulated.
+config and docs. Only the cloud calls are simulated; one behaviour of a cloud is added
+(fake_cloud.py): a node whose machine vanished is reported terminated, as a cloud's API
+reports a reclaimed instance, not listed forever.
 
 ``ray.cluster_utils.AutoscalingCluster`` wraps the same provider, but it cannot be used
 here: its start/shutdown run ``ray stop --force`` (which would stop every Ray on a shared
@@ -77,7 +79,9 @@ def fake_provider_config(launcher: dict, gcs_address: str) -> dict:
         "upscaling_speed": launcher["upscaling_speed"],
         "idle_timeout_minutes": IDLE_TIMEOUT_MINUTES,
         "provider": {
-            "type": "fake_multinode",
+            # The fake provider, reporting a node whose raylet died as terminated (fake_cloud.py).
+            "type": "external",
+            "module": "fake_cloud.VanishingNodeProvider",
             # Workers join this head, not the provider's default 6379 (another Ray's).
             "gcs_address": gcs_address,
             "use_node_id_as_ip": True,
@@ -171,6 +175,8 @@ class FakeAutoscalingCluster:
              f"--autoscaling-config={config}", "--include-dashboard=true", "--disable-usage-stats",
              f"--temp-dir={self.temp_dir}"],
             env={**self.env, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+                 "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent),
+                                                             os.environ.get("PYTHONPATH")])),
                  "AUTOSCALER_HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_TIMEOUT_S)},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )
@@ -204,6 +210,18 @@ class FakeAutoscalingCluster:
         flag = f"--node_id={node_id}".encode()
         (raylet,) = [pid for pid in self._pids(table) if flag in _cmdline(pid)]
         _kill(_with_descendants({raylet}, table))
+
+    def log_tails(self, lines: int = 60) -> str:
+        """The end of the autoscaler's logs, to show why a node did or did not come."""
+        logs = Path(self.temp_dir, "session_latest", "logs")
+        parts = []
+        for name in ("monitor.log", "monitor.err", "monitor.out"):
+            try:
+                text = (logs / name).read_text(errors="replace").splitlines()[-lines:]
+            except OSError:
+                continue
+            parts.append(f"--- {name} (last {len(text)} lines)\n" + "\n".join(text))
+        return "\n".join(parts)
 
     def shutdown(self) -> None:
         _kill(self._pids(_processes()))
@@ -428,7 +446,11 @@ def test_lost_worker_trials_resume_on_a_new_worker(cluster, timeline, tmp_path):
             (victim,) = nodes
             killed_at = timeline.mark(f"worker {victim[-5:]} killed")
             cluster.kill_node(victim)
-            code = job.wait(timeout=600)
+            try:
+                code = job.wait(timeout=300)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"the sweep did not finish within 300 s of the loss\n{timeline}\n"
+                            f"--- job log\n{(tmp_path / 'job.log').read_text()[-4000:]}\n{cluster.log_tails()}")
             timeline.mark("job done")
         finally:
             if job.poll() is None:
