@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import json
 import pickle
-import shutil
 import socket
 import subprocess
 import sys
@@ -84,43 +83,6 @@ def test_real_checkpoint_loads_with_the_safe_loader(tmp_path):
     second.load(tmp_path)  # weights_only=True
     assert second.validation_index == 1 and second.step == first.step
     assert torch.equal(second.model.embedding.weight, first.model.embedding.weight)
-
-
-def test_a_trial_whose_checkpoint_is_gone_continues_from_the_newest_that_loads(tmp_path, capsys):
-    """After a resume from the intact copy of a damaged state, Tune can hand a trial a
-    checkpoint it has deleted since: the trial takes its newest other checkpoint that loads
-    (one cut short by the full disk is passed over), or starts again."""
-    from ray import tune
-
-    from tune_selcopy.trainable import _resume
-
-    config = train.TrialConfig(max_inputs=640, val_count=64)
-    trial = train.Trial(config)
-    validations = trial.validations()
-    trial_dir = tmp_path / "trial"
-    for k in (1, 2, 3):
-        next(validations)
-        trial.save(trial_dir / f"checkpoint_00000{k}")
-    (trial_dir / "checkpoint_000003" / train.CHECKPOINT_FILE).write_bytes(b"cut short")
-    fs = pafs.LocalFileSystem()
-    gone = tune.Checkpoint(str(trial_dir / "checkpoint_000000"), filesystem=fs)
-
-    resumed = train.Trial(config)
-    loaded = _resume(resumed, gone)
-    assert loaded.path == str(trial_dir / "checkpoint_000002") and resumed.validation_index == 2
-    out = capsys.readouterr().out
-    assert "checkpoint_000003 does not load" in out and "checkpoint_000000 is gone; continuing from" in out
-
-    for k in (1, 2, 3):
-        shutil.rmtree(trial_dir / f"checkpoint_00000{k}")
-    fresh = train.Trial(config)
-    assert _resume(fresh, gone) is None and fresh.validation_index == 0
-    assert "no other loads: the trial starts again" in capsys.readouterr().out
-
-    (trial_dir / "checkpoint_000001").mkdir()
-    trial.save(trial_dir / "checkpoint_000001")
-    present = tune.Checkpoint(str(trial_dir / "checkpoint_000001"), filesystem=fs)
-    assert _resume(train.Trial(config), present) is present  # Tune's own, when it is there
 
 
 @pytest.mark.parametrize(
@@ -486,8 +448,8 @@ def test_a_real_enospc_through_pyarrow_is_fatal():
 def test_room_is_checked_against_the_sweep_estimate(tmp_path, monkeypatch):
     configs = run.load_space("attn_act").resolve().settings
     need = run.sweep_bytes(configs, seeds=5)
-    # 10 trials of a 229,632-parameter model: 3 checkpoints of ~2.8 MB each, plus rows
-    assert 80 * 2**20 < need < 100 * 2**20
+    # 10 trials of a 229,632-parameter model: 10 checkpoints of ~2.8 MB each (all kept), plus rows
+    assert 260 * 2**20 < need < 290 * 2**20
     monkeypatch.setattr(storage.shutil, "disk_usage", lambda path: SimpleNamespace(free=need - 1))
     with pytest.raises(storage.StorageError, match="MiB free, but 10 trials need about"):
         storage.check_room(str(tmp_path), need, "10 trials")

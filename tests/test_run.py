@@ -295,7 +295,7 @@ def test_a_state_cut_short_resumes_from_its_intact_copy(tmp_path):
     state.write_bytes(state.read_bytes()[:1000])
 
     result = sweep("attn_act", "--resume", "--name", "cut", "--storage", str(tmp_path))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"Ray's experiment state {state.name} was damaged" in result.stdout
     assert_complete(read_logs(logs), trials=2)
     for f in before:
@@ -338,7 +338,7 @@ def test_full_disk_ends_the_sweep_in_one_line_and_resumes_after_space_is_freed(t
     exit 2, and what was written resumes once there is room again."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disk)], capture_output=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(disk)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip()}); "
                     "test_reliability.py::test_a_real_enospc_through_pyarrow_is_fatal covers the classification")

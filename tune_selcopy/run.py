@@ -50,7 +50,6 @@ from tune_selcopy.train import TrialConfig
 
 DEFAULT_STORAGE = "results"
 MAX_FAILURES = 3
-CHECKPOINTS_KEPT = 2
 INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
 
 
@@ -107,13 +106,11 @@ def check_args(args: Any) -> None:
 
 
 def sweep_bytes(configs: list[dict[str, Any]], seeds: int) -> int:
-    """Storage a sweep needs at most, from its settings: per trial its kept checkpoints
-    (plus the one being written: weights and AdamW's two moments, float32) and one
-    Parquet row per validation; Ray's own per-trial files are small."""
+    """Storage a sweep needs at most, from its settings: per trial one checkpoint per
+    validation (all are kept: weights and AdamW's two moments, float32) and one Parquet
+    row per validation; Ray's own per-trial files are small."""
     per_setting = [
-        (CHECKPOINTS_KEPT + 1) * (12 * setting_params(config) + 2**16)
-        + TrialConfig.from_dict(config).num_validations * 2**14
-        + 2**17
+        TrialConfig.from_dict(config).num_validations * (12 * setting_params(config) + 2**16 + 2**14) + 2**17
         for config in configs
     ]
     return seeds * sum(per_setting) + 2**20
@@ -212,7 +209,10 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
             storage_path=storage_path,
             storage_filesystem=fs,
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+            # Every checkpoint is kept: a resume from the intact copy of a damaged experiment
+            # state (sweeps.INTACT_STATE) restores the checkpoints that copy names, which may
+            # be older than the newest; Tune fails a trial whose named checkpoint is gone.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             progress_reporter=reporter,
             callbacks=[TrialFailures(), KeepIntactState()],
             verbose=1,

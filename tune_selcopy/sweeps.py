@@ -278,5 +278,5 @@ def check_experiment_state(settings: SweepSettings) -> str | None:
     when = f" (saved {saved:%Y-%m-%d %H:%M:%S %Z})" if saved else ""
     return (
         f"Ray's experiment state {newest.base_name} was damaged (cut short by a full disk?): resuming from its "
-        f"last intact copy{when}; trials continue from the newest checkpoints they have"
+        f"last intact copy{when}; trials continue from the checkpoints it names"
     )

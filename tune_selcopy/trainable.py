@@ -7,15 +7,12 @@ is tested without Ray.
 
 from __future__ import annotations
 
-import fnmatch
 import os
-import posixpath
 import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow.fs as pafs
 import ray
 import torch
 from ray import tune
@@ -82,7 +79,8 @@ def _train(config: dict[str, Any], run: RunInfo) -> None:
     )
     checkpoint = tune.get_checkpoint()
     if checkpoint:
-        checkpoint = _resume(trial, checkpoint)
+        with checkpoint.as_directory() as directory:
+            trial.load(directory)
     trial_id = tune.get_context().get_trial_id()
     # Ray snapshots its experiment state every 10 s or so: a driver killed just after a
     # trial ended resumes that trial from an earlier checkpoint. Its last row says it
@@ -106,39 +104,6 @@ def _train(config: dict[str, Any], run: RunInfo) -> None:
         with tempfile.TemporaryDirectory() as directory:
             trial.save(directory)
             tune.report(row, checkpoint=tune.Checkpoint.from_directory(directory))
-
-
-def _resume(trial: Trial, checkpoint: tune.Checkpoint) -> tune.Checkpoint | None:
-    """Load Tune's checkpoint into ``trial``; return the checkpoint loaded, if any.
-
-    When it is gone, load the newest of the trial's other checkpoints that loads (or none:
-    the trial starts again, rewriting the same rows). That happens after a resume from the
-    intact copy of a damaged experiment state: it can name a checkpoint that Tune deleted
-    since, keeping only the newest few.
-    """
-    fs = checkpoint.filesystem
-    if fs.get_file_info(checkpoint.path).type != pafs.FileType.NotFound:
-        with checkpoint.as_directory() as directory:
-            trial.load(directory)
-        return checkpoint
-    trial_dir = posixpath.dirname(checkpoint.path)
-    others = sorted(
-        (info.path for info in fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
-         if info.type == pafs.FileType.Directory and fnmatch.fnmatch(info.base_name, "checkpoint_*")),
-        reverse=True,
-    )
-    for path in others:
-        candidate = tune.Checkpoint(path, filesystem=fs)
-        try:
-            with candidate.as_directory() as directory:
-                trial.load(directory)
-        except (UserError, OSError) as exc:  # cut short by the failure that damaged the state
-            print(f"checkpoint {path} does not load ({one_line(exc, 200)}); trying an older one", flush=True)
-            continue
-        print(f"checkpoint {checkpoint.path} is gone; continuing from {path}", flush=True)
-        return candidate
-    print(f"checkpoint {checkpoint.path} is gone and no other loads: the trial starts again", flush=True)
-    return None
 
 
 class KeepIntactState(tune.Callback):
