@@ -115,14 +115,14 @@ def main() -> None:
     a_file.write_text("x")
     run = ("tune_selcopy.run", "attn_act")
     disk, ro = work / "disk", work / "ro"
-    root_ok = mount_tmpfs(disk, "size=48m") and mount_tmpfs(ro, "ro,size=1m")
+    root_ok = mount_tmpfs(disk, "size=96m") and mount_tmpfs(ro, "ro,size=1m")
 
     cases: list[tuple[str, str, Callable[[], tuple[int, float, str]] | None]] = [
         ("1", "crafted checkpoint (train --checkpoint-dir)",
          plain(command("tune_selcopy.train", "--max-inputs", "640", "--checkpoint-dir", str(crafted)))),
         ("2", "--name of an existing sweep", plain(command(*run, *TINY, "--storage", str(store), "--name", "taken"))),
         ("3", "Ctrl-C (SIGINT) during a sweep", ctrl_c(store)),
-        ("4", "storage fills up mid-sweep (48 MB tmpfs)", full_disk(disk) if root_ok else None),
+        ("4", "storage fills up mid-sweep (96 MB tmpfs)", full_disk(disk) if root_ok else None),
         ("5", "--storage gs:// without network", plain(command(*run, *TINY, "--storage", "gs://tune-selcopy/x"))),
         ("5", "--address to a closed port", plain(command(*run, *TINY, "--address", f"127.0.0.1:{closed_port}"))),
         ("6", "--name ../escape", plain(command(*run, *TINY, "--storage", str(store), "--name", "../escape"))),

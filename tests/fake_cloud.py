@@ -2,14 +2,13 @@
 
 The fake provider lists every node it launched until the autoscaler terminates it, so a
 node whose machine vanished (a spot reclaim, simulated by killing its raylet) stays
-listed. The v1 autoscaler then counts that node's resources as still to come: once Ray
-has marked the node dead, pending trials are bin-packed onto it (Ray's last report
-showed it free), so no replacement is
-launched and the node is never idle enough to be removed, and the sweep waits forever.
-It takes a node whose trials had just given back their resources when it died, and a
-request made before Ray marked it dead: a CI hang of the lost-worker test, reproduced by
-test_a_killed_worker_with_free_resources_is_replaced. A cloud's API reports such an
-instance as terminated, and so does this provider, for a node whose raylet has died.
+listed. Take a node whose trials had just given back their resources when it died, and
+a request made before Ray marked it dead: the v1 autoscaler bin-packs the request onto
+the listed node (Ray's last report showed it free), so it launches no replacement and
+never removes the node as idle, and the sweep waits forever. That was a CI hang of the
+lost-worker test, reproduced by test_a_killed_worker_with_free_resources_is_replaced. A
+cloud's API reports such an instance as terminated, and so does this provider, for a
+node whose raylet has died.
 
 The autoscaler on the head imports it: ``provider: {type: external, module:
 fake_cloud.VanishingNodeProvider}``, with this folder on the head's PYTHONPATH.

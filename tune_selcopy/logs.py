@@ -11,6 +11,7 @@ checks every file against the columns written here and names the first bad one.
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import socket
 import time
@@ -69,11 +70,24 @@ def write_row(logs: str, trial_id: str, row: Mapping[str, Any]) -> str:
     target = row_file(logs, trial_id, int(row["validation_index"]))
     fs, path = resolve(target)
     fs.create_dir(posixpath.dirname(path), recursive=True)
-    # A dot-file is skipped by Parquet dataset readers, so a half-written file is never read.
-    tmp = posixpath.join(posixpath.dirname(path), "." + posixpath.basename(path) + ".tmp")
-    pq.write_table(pa.Table.from_pylist([record]), tmp, filesystem=fs)
-    fs.move(tmp, path)
+    buffer = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist([record]), buffer)
+    write_atomically(fs, path, buffer.getvalue().to_pybytes())
     return target
+
+
+def write_atomically(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data``, or leave it as it was if the write fails (a full
+    disk). The temporary file is a dot-file, which Parquet dataset readers skip."""
+    tmp = posixpath.join(posixpath.dirname(path), "." + posixpath.basename(path) + ".tmp")
+    try:
+        with fs.open_output_stream(tmp) as out:
+            out.write(data)
+        fs.move(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            fs.delete_file(tmp)
+        raise
 
 
 def read_row(logs: str, trial_id: str, validation_index: int) -> dict[str, Any] | None:

@@ -8,7 +8,6 @@ finding one to resume.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import json
 import math
@@ -206,19 +205,6 @@ def _read(fs: pafs.FileSystem, path: str) -> bytes | None:
         return None
 
 
-def _write_atomically(fs: pafs.FileSystem, path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` or leave it as it was (a full disk fails the copy)."""
-    tmp = posixpath.join(posixpath.dirname(path), "." + posixpath.basename(path) + ".tmp")
-    try:
-        with fs.open_output_stream(tmp) as out:
-            out.write(data)
-        fs.move(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            fs.delete_file(tmp)
-        raise
-
-
 class IntactStateKeeper:
     """Keeps ``INTACT_STATE`` up to date with Ray's newest experiment state in the sweep
     folder ``path`` of ``fs`` while the sweep runs; ``update`` is one listing when nothing
@@ -237,7 +223,7 @@ class IntactStateKeeper:
                 return
             data = _read(self.fs, newest.path)
             if data is not None and _intact(data):
-                _write_atomically(self.fs, posixpath.join(self.path, INTACT_STATE), data)
+                logs.write_atomically(self.fs, posixpath.join(self.path, INTACT_STATE), data)
                 self._copied = (newest.base_name, newest.mtime_ns, newest.size)
         except OSError:
             pass
@@ -272,7 +258,7 @@ def check_experiment_state(settings: SweepSettings) -> str | None:
         )
     try:
         saved = fs.get_file_info(copy_path).mtime
-        _write_atomically(fs, newest.path, copy)
+        logs.write_atomically(fs, newest.path, copy)
     except OSError as exc:
         raise UserError(f"cannot restore {newest.path} from its intact copy: {one_line(exc, 300)}") from None
     when = f" (saved {saved:%Y-%m-%d %H:%M:%S %Z})" if saved else ""

@@ -18,8 +18,8 @@ import torch
 from ray import tune
 
 from tune_selcopy import logs, storage
-from tune_selcopy.sweeps import IntactStateKeeper
 from tune_selcopy.errors import UserError, one_line
+from tune_selcopy.sweeps import IntactStateKeeper
 from tune_selcopy.train import Trial, TrialConfig
 
 # Test-only fault injection: the trial process dies right after writing the Parquet row of
