@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tune_selcopy.data import batches  # noqa: E402
-from tune_selcopy.train import CHECKPOINT_FILE, Trial, TrialConfig  # noqa: E402
+from tune_selcopy.science.task import batches  # noqa: E402
+from tune_selcopy.science.trial import CHECKPOINT_FILE, Trial, TrialConfig  # noqa: E402
 
 
 def load(checkpoint: str | None) -> Trial:

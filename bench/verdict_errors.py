@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tune_selcopy.simulate import NOISES, Rates, simulate  # noqa: E402
+from tune_selcopy.analysis.simulate import NOISES, Rates, simulate  # noqa: E402
 
 
 def baseline_procedure(rev: str):

@@ -1,7 +1,7 @@
 """attn_act: elu+1 versus dpfp as the feature map of parameter-free attention."""
 
 from search_spaces._common import PUBLISHED_FIXED
-from tune_selcopy.spaces import Space
+from tune_selcopy.sweeps.spaces import Space
 
 SPACE = Space(
     name="attn_act",

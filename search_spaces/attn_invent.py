@@ -1,7 +1,7 @@
 """attn_invent: who invents the queries, keys and values (conv) and which attention."""
 
 from search_spaces._common import PUBLISHED_FIXED
-from tune_selcopy.spaces import Space
+from tune_selcopy.sweeps.spaces import Space
 
 SPACE = Space(
     name="attn_invent",

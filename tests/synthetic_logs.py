@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tune_selcopy.logs import METRIC_COLUMNS as METRICS
+from tune_selcopy.trial_logs import METRIC_COLUMNS as METRICS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

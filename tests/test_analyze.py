@@ -28,10 +28,10 @@ from synthetic_logs import (
 )
 
 from tune_selcopy import analyze as an
-from tune_selcopy import stats as st
+from tune_selcopy.analysis import stats as st
 from tune_selcopy.errors import UserError
-from tune_selcopy.render import records, unfinished_line
-from tune_selcopy.results import TABLE_COLUMNS
+from tune_selcopy.analysis.render import records, unfinished_line
+from tune_selcopy.analysis.results import TABLE_COLUMNS
 
 # ---------------------------------------------------------------------------
 # The published attn_act runs
@@ -497,7 +497,7 @@ def test_shipped_reference_is_the_published_table():
 def test_reference_is_packaged_and_not_a_space():
     import tomllib
 
-    from tune_selcopy.spaces import available_spaces
+    from tune_selcopy.sweeps.spaces import available_spaces
 
     assert "reference" not in available_spaces() and "attn_act" in available_spaces()
     config = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
@@ -623,7 +623,7 @@ EXAMPLE = ROOT / "examples" / "attn_act-5seeds.parquet"
 def test_shipped_example_is_a_whole_real_sweep():
     """The logs of a real attn_act sweep, the whole space: 2 settings x 5 seeds, every trial's 10
     validations of the full reference set over 1,000,000 inputs, the spec's model."""
-    from tune_selcopy.logs import load_logs
+    from tune_selcopy.trial_logs import load_logs
 
     df = load_logs(str(EXAMPLE))
     assert len(df) == 100 and df["experiment"].unique().tolist() == ["attn_act-5seeds"]

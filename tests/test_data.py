@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from tune_selcopy.data import (
+from tune_selcopy.science.task import (
     ALPHABET,
     MASK_TOKEN,
     PAD_TOKEN,

@@ -20,7 +20,10 @@ import pyarrow.fs as pafs
 import pytest
 import torch
 
-from tune_selcopy import run, storage, sweeps, train
+from tune_selcopy import run
+from tune_selcopy.sweeps import storage
+from tune_selcopy.sweeps import folder
+from tune_selcopy.science import trial
 from tune_selcopy.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,7 +149,7 @@ def test_train_cli_unusable_checkpoint_dir_fails_before_training(tmp_path, capsy
 @pytest.mark.parametrize("args, expected", [(["validation", "--count", "0"], "--count must be >= 1"),
                                             (["bogus"], "invalid choice: 'bogus'")])
 def test_data_cli_bad_input_is_one_line(capsys, args, expected):
-    from tune_selcopy import data
+    from tune_selcopy.science import task
 
     assert data.main(args) == 2
     assert expected in one_error_line(capsys.readouterr().err)

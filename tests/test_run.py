@@ -19,9 +19,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tune_selcopy import run, sweeps, train
-from tune_selcopy.spaces import load_space
-from tune_selcopy.trainable import CRASH_ENV
+from tune_selcopy import run
+from tune_selcopy.sweeps import folder
+from tune_selcopy.science import trial
+from tune_selcopy.sweeps.spaces import load_space
+from tune_selcopy.sweeps.trainable import CRASH_ENV
 
 PY = sys.executable
 TINY = ["--max-inputs", "1280", "--val-count", "64"]

@@ -26,10 +26,10 @@ import argparse
 import sys
 
 from tune_selcopy.errors import ArgumentParser, UserError, one_line
-from tune_selcopy.evidence import ALPHA
-from tune_selcopy.reproduction import check_all, read_reference
-from tune_selcopy.render import plot_curves, render_csv, render_json, render_markdown, unfinished_line
-from tune_selcopy.results import DEFAULT_METRIC, ExperimentResult, analyze
+from tune_selcopy.analysis.evidence import ALPHA
+from tune_selcopy.analysis.reproduction import check_all, read_reference
+from tune_selcopy.analysis.render import plot_curves, render_csv, render_json, render_markdown, unfinished_line
+from tune_selcopy.analysis.results import DEFAULT_METRIC, ExperimentResult, analyze
 
 __all__ = ["analyze", "main", "notes", "plot_curves", "report"]
 
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         space = args.space
         if space is not None:  # imported here: spaces needs torch, reading logs does not
-            from tune_selcopy.spaces import space_name_of
+            from tune_selcopy.sweeps.spaces import space_name_of
 
             space = space_name_of(space)
         ref = read_reference(args.reference, args.metric) if args.reference else None

@@ -21,8 +21,9 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from tune_selcopy import logs, storage
-from tune_selcopy.cluster import (
+from tune_selcopy import trial_logs
+from tune_selcopy.sweeps import storage
+from tune_selcopy.sweeps.cluster import (
     check_address,
     check_feasible,
     cluster_address,
@@ -32,9 +33,9 @@ from tune_selcopy.cluster import (
     trial_resources,
 )
 from tune_selcopy.errors import ArgumentParser, UserError, one_line
-from tune_selcopy.model import ConvTextModel
-from tune_selcopy.spaces import ResolvedSpace, available_spaces, load_space, parse_sets, space_name_of
-from tune_selcopy.sweeps import (
+from tune_selcopy.science.model import ConvTextModel
+from tune_selcopy.sweeps.spaces import ResolvedSpace, available_spaces, load_space, parse_sets, space_name_of
+from tune_selcopy.sweeps.folder import (
     NAME_PATTERN,
     SweepSettings,
     check_experiment_state,
@@ -46,7 +47,7 @@ from tune_selcopy.sweeps import (
     save_settings,
     trial_overrides,
 )
-from tune_selcopy.train import TrialConfig
+from tune_selcopy.science.trial import TrialConfig
 
 DEFAULT_STORAGE = "results"
 MAX_FAILURES = 3
@@ -125,11 +126,11 @@ def write_plot(settings: SweepSettings, logs_at: str) -> str:
 
     from tune_selcopy.analyze import analyze, plot_curves
 
-    target = logs.join(experiment_uri(settings), "curves.png")
+    target = trial_logs.join(experiment_uri(settings), "curves.png")
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, "curves.png")
         plot_curves(analyze(logs_at), local)
-        fs, path = logs.resolve(target)
+        fs, path = trial_logs.resolve(target)
         with open(local, "rb") as src, fs.open_output_stream(path) as out:
             out.write(src.read())
     return target
@@ -144,13 +145,13 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
     """The Tuner of a new sweep, or of the one to resume."""
     from ray import tune
 
-    from tune_selcopy.trainable import KeepIntactState, RunInfo, TrialFailures, train_trial
+    from tune_selcopy.sweeps.trainable import KeepIntactState, RunInfo, TrialFailures, train_trial
 
     run = RunInfo(
         experiment=settings.name,
         space=space.name,
         varied_keys=",".join(space.columns),
-        logs=logs.logs_uri(settings.storage, settings.name),
+        logs=trial_logs.logs_uri(settings.storage, settings.name),
         cpus_per_trial=settings.cpus_per_trial,
         gpus_per_trial=settings.gpus_per_trial,
     )
@@ -158,7 +159,7 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
         tune.with_parameters(train_trial, run=run),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
-    fs, storage_path = logs.resolve(settings.storage)
+    fs, storage_path = trial_logs.resolve(settings.storage)
     experiment_path = posixpath.join(storage_path, settings.name)
     # Ray's newer console output ignores custom reporters; the classic one can be trimmed.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
@@ -180,7 +181,7 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
         except Exception as exc:  # noqa: BLE001 - Ray's state is unreadable: say so, in one line
             raise UserError(
                 f"cannot resume {experiment_uri(settings)}: Ray's experiment state there is damaged "
-                f"({one_line(exc, 200)}); the Parquet logs in {logs.logs_uri(settings.storage, settings.name)} "
+                f"({one_line(exc, 200)}); the Parquet logs in {trial_logs.logs_uri(settings.storage, settings.name)} "
                 "are intact"
             ) from None
     trials = space.trials()
@@ -252,7 +253,7 @@ def run_sweep(tuner: Any, space: ResolvedSpace, settings: SweepSettings) -> int:
     for result in results:
         if result.error:
             print(f"  errored: {result.path}: {one_line(result.error, 300)}")
-    print_report(settings, logs.logs_uri(settings.storage, settings.name))
+    print_report(settings, trial_logs.logs_uri(settings.storage, settings.name))
     if unfinished:
         print(f"interrupted: {unfinished} trials unfinished; continue with: {_resume_hint(settings)}",
               file=sys.stderr)
@@ -351,7 +352,7 @@ def prepare(
         if note := check_experiment_state(resumed):
             print(note, flush=True)
         return resumed, False
-    from tune_selcopy.wiring import check_wiring
+    from tune_selcopy.sweeps.wiring import check_wiring
 
     storage.check_writable(storage_uri)
     configs, seeds = space.settings, space.seeds

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tune_selcopy.data import MASK_TOKEN, SwapStream, batches, encode, validation_texts
+from tune_selcopy.science.task import MASK_TOKEN, SwapStream, batches, encode, validation_texts
 from tune_selcopy.errors import ArgumentParser, UserError, one_line
-from tune_selcopy.model import Attention, ConvTextModel, ModelConfig, format_attention, parse_attention
+from tune_selcopy.science.model import Attention, ConvTextModel, ModelConfig, format_attention, parse_attention
 
 TRAIN_WINDOW = 1_000  # train metrics are the mean over the most recent ~1,000 inputs
 VALIDATION_BATCH = 1_000
@@ -452,7 +452,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        from tune_selcopy.spaces import parse_sets  # spaces imports this module
+        from tune_selcopy.sweeps.spaces import parse_sets  # spaces imports this module
 
         args = build_parser().parse_args(argv)
         config = TrialConfig.from_dict(

@@ -16,11 +16,12 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from tune_selcopy import evidence, formats
-from tune_selcopy import stats as st
+from tune_selcopy.analysis import evidence
+from tune_selcopy.analysis import formats
+from tune_selcopy.analysis import stats as st
 from tune_selcopy.errors import UserError
-from tune_selcopy.logs import METRIC_COLUMNS, load_logs
-from tune_selcopy.sentences import verdict_sentences
+from tune_selcopy.trial_logs import METRIC_COLUMNS, load_logs
+from tune_selcopy.analysis.sentences import verdict_sentences
 
 #: Metrics the evidence and the plot can be computed on (``--metric``).
 EVIDENCE_METRICS = METRIC_COLUMNS + ("throughput", "train_time_s")

@@ -35,8 +35,8 @@ import yaml
 
 import search_spaces
 from tune_selcopy.errors import UserError
-from tune_selcopy.model import parse_attention
-from tune_selcopy.train import TrialConfig
+from tune_selcopy.science.model import parse_attention
+from tune_selcopy.science.trial import TrialConfig
 
 # Trial-config keys a space may set; the seed is the dimension a sweep repeats.
 FIELD_TYPES: dict[str, Any] = {k: v for k, v in typing.get_type_hints(TrialConfig).items() if k != "seed"}
@@ -355,7 +355,7 @@ SPACE_FILE_KEYS = ("name", "description", "seeds", "grid", "fixed", "exclude")
 def load_space_file(path: str) -> Space:
     data = read_yaml(path)
     if isinstance(data, Mapping) and "matrix" in data:
-        from tune_selcopy.reference import space_from_reference
+        from tune_selcopy.sweeps.reference_files import space_from_reference
 
         return space_from_reference(data, path)
     return space_from_yaml(data, path)
