@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import string
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from tune_selcopy.errors import ArgumentParser, UserError, one_line
+from tune_selcopy.errors import UserError
 
 MASK_TOKEN = 0
 PAD_TOKEN = ord(" ")
@@ -347,23 +346,3 @@ def batches(
     for begin, width in zip(starts, widths):
         end = begin + batch_size
         yield inputs[begin:end, :width], targets[begin:end, :width]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m tune_selcopy.data", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
-    val = sub.add_parser("validation", help="print the reference validation texts, one per line")
-    val.add_argument("--count", type=int, default=VALIDATION_COUNT)
-    try:
-        args = parser.parse_args(argv)
-        if args.count < 1:
-            raise UserError(f"--count must be >= 1 (got {args.count})")
-    except UserError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
-    print("\n".join(validation_texts(args.count)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
