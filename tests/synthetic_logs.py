@@ -1,4 +1,4 @@
-"""Synthetic trial logs in the tune_selcopy.logs schema, and the published attn_act runs,
+"""Synthetic trial logs in the tune_selcopy.trial_logs schema, and the published attn_act runs,
 for the analysis tests."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tests of tune_selcopy.evidence: the verdict procedure on arrays (no logs)."""
+"""Tests of tune_selcopy.analysis.evidence: the verdict procedure on arrays (no logs)."""
 
 from __future__ import annotations
 

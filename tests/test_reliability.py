@@ -20,12 +20,12 @@ import pyarrow.fs as pafs
 import pytest
 import torch
 
-from tune_selcopy import run
-from tune_selcopy.sweeps import storage
-from tune_selcopy.sweeps import folder as sweep_folder
-from tune_selcopy import train
-from tune_selcopy.science.trial import CHECKPOINT_FILE, Trial, TrialConfig
+from tune_selcopy import run, train
 from tune_selcopy.errors import UserError
+from tune_selcopy.science.trial import CHECKPOINT_FILE, Trial, TrialConfig
+from tune_selcopy.sweeps import folder as sweep_folder
+from tune_selcopy.sweeps import storage
+from tune_selcopy.sweeps.space_sources import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--trials", "1", "--max-inputs", "640", "--val-count", "64"]
@@ -450,7 +450,7 @@ def test_a_real_enospc_through_pyarrow_is_fatal():
 
 
 def test_room_is_checked_against_the_sweep_estimate(tmp_path, monkeypatch):
-    configs = run.load_space("attn_act").resolve().settings
+    configs = load_space("attn_act").resolve().settings
     need = run.sweep_bytes(configs, seeds=5)
     # 10 trials of a 229,632-parameter model: 10 checkpoints of ~2.8 MB each (all kept), plus rows
     assert 260 * 2**20 < need < 290 * 2**20

@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 
 from tune_selcopy import run
-from tune_selcopy.sweeps import folder as sweep_folder
 from tune_selcopy.science.trial import TrialConfig
-from tune_selcopy.sweeps.spaces import load_space
+from tune_selcopy.sweeps import folder as sweep_folder
+from tune_selcopy.sweeps.space_sources import load_space
 from tune_selcopy.sweeps.trainable import CRASH_ENV
 
 PY = sys.executable

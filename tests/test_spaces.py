@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tune_selcopy import run
-from tune_selcopy.sweeps import folder as sweep_folder
-from tune_selcopy import train
+from tune_selcopy import run, train
 from tune_selcopy.errors import UserError
-from tune_selcopy.sweeps.spaces import ResolvedSpace, coerce, load_space, parse_sets
+from tune_selcopy.sweeps import folder as sweep_folder
+from tune_selcopy.sweeps.space_sources import load_space
+from tune_selcopy.sweeps.spaces import ResolvedSpace, coerce, parse_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "search_spaces" / "reference"

@@ -1,4 +1,4 @@
-"""Tests of tune_selcopy.stats: each statistic against scipy, brute force or a closed form."""
+"""Tests of tune_selcopy.analysis.stats: each statistic against scipy, brute force or a closed form."""
 
 from __future__ import annotations
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from tune_selcopy.analysis import evidence
-from tune_selcopy.analysis import stats
+from tune_selcopy.analysis import evidence, stats
 from tune_selcopy.analysis.formats import fmt_float, fmt_p, join_names, plural
 from tune_selcopy.trial_logs import METRIC_COLUMNS
 

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tune_selcopy.science.task import MASK_TOKEN, SwapStream, batches, encode, validation_texts
 from tune_selcopy.errors import UserError, one_line
 from tune_selcopy.science.model import Attention, ConvTextModel, ModelConfig, format_attention, parse_attention
+from tune_selcopy.science.task import MASK_TOKEN, SwapStream, batches, encode, validation_texts
 
 TRAIN_WINDOW = 1_000  # train metrics are the mean over the most recent ~1,000 inputs
 VALIDATION_BATCH = 1_000

@@ -18,10 +18,10 @@ import torch
 from ray import tune
 
 from tune_selcopy import trial_logs
-from tune_selcopy.sweeps import storage
 from tune_selcopy.errors import UserError, one_line
-from tune_selcopy.sweeps.folder import IntactStateKeeper
 from tune_selcopy.science.trial import Trial, TrialConfig
+from tune_selcopy.sweeps import storage
+from tune_selcopy.sweeps.folder import IntactStateKeeper
 
 # Test-only fault injection: the trial process dies right after writing the Parquet row of
 # this validation (before its checkpoint is registered), on its first attempt only.

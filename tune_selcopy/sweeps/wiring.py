@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from tune_selcopy.science.task import batches
 from tune_selcopy.errors import UserError
+from tune_selcopy.science.task import batches
 from tune_selcopy.science.trial import Trial, TrialConfig
 
 PROBE_SEED = 0
