@@ -213,7 +213,7 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
             storage_filesystem=fs,
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             # Every checkpoint is kept: a resume from the intact copy of a damaged experiment
-            # state (sweeps.INTACT_STATE) restores the checkpoints that copy names, which may
+            # state (folder.INTACT_STATE) restores the checkpoints that copy names, which may
             # be older than the newest; Tune fails a trial whose named checkpoint is gone.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             progress_reporter=reporter,

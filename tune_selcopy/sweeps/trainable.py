@@ -1,4 +1,4 @@
-"""The Ray Tune function trainable: a thin edge around ``train.Trial``.
+"""The Ray Tune function trainable: a thin edge around ``science.trial.Trial``.
 
 Tune concerns stay here: which device the trial's resource share means, checkpoints,
 ``tune.report`` and the Parquet row of each validation. The training loop itself runs and
@@ -109,7 +109,7 @@ def _train(config: dict[str, Any], run: RunInfo) -> None:
 
 class KeepIntactState(tune.Callback):
     """Driver-side: a copy of Ray's last intact experiment state in the sweep folder,
-    kept up to date while the sweep runs (``sweeps.IntactStateKeeper``), so that a state
+    kept up to date while the sweep runs (``folder.IntactStateKeeper``), so that a state
     file cut short by a full disk does not end the sweep."""
 
     INTERVAL_S = 2.0
