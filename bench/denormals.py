@@ -8,7 +8,7 @@ folder of a sweep), times ``--steps`` training steps on one thread with
 rounds so that both see the same load, and prints a Markdown table of inputs/s and the
 ratio. A trained model is where it shows: as it learns, intermediate values fall below
 1.2e-38 into subnormal floats, which x86 CPUs process many times slower. ``Trial``
-flushes them on CPU (tune_selcopy/train.py); see BENCHMARKS.md for recorded figures.
+flushes them on CPU (tune_selcopy/science/trial.py); see BENCHMARKS.md for recorded figures.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tune_selcopy.data import batches  # noqa: E402
-from tune_selcopy.train import CHECKPOINT_FILE, Trial, TrialConfig  # noqa: E402
+from tune_selcopy.science.task import batches  # noqa: E402
+from tune_selcopy.science.trial import CHECKPOINT_FILE, Trial, TrialConfig  # noqa: E402
 
 
 def load(checkpoint: str | None) -> Trial:

@@ -34,8 +34,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tune_selcopy.data import MASK_TOKEN, PAD_TOKEN, SwapStream, generate_texts, validation_texts  # noqa: E402
-from tune_selcopy.train import Trial, TrialConfig  # noqa: E402
+from tune_selcopy.science.task import MASK_TOKEN, PAD_TOKEN, SwapStream, generate_texts, validation_texts  # noqa: E402
+from tune_selcopy.science.trial import Trial, TrialConfig  # noqa: E402
 
 BATCH = 64
 

@@ -4,9 +4,9 @@ For k identical settings (k = 2, 8, 16) of n seeds (5, 10) under three noises (n
 skewed lognormal, and 69% ties at exactly 0), the share of simulated sweeps with any
 false "different" verdict; then, with one setting worse by 2 noise standard deviations,
 the share of sweeps in which it is called "different" (power). Each configuration is
-simulated for both procedures on the same draws (``tune_selcopy.simulate``):
+simulated for both procedures on the same draws (``tune_selcopy.analysis.simulate``):
 
-- ``all pairs``: this package's procedure (``tune_selcopy.evidence.compare_settings``:
+- ``all pairs``: this package's procedure (``tune_selcopy.analysis.evidence.compare_settings``:
   Mann-Whitney, Holm over all k(k-1)/2 pairs);
 - ``before``: ``compare_to_best`` of ``tune_selcopy/analyze.py`` at git revision
   ``--baseline`` (Welch and Mann-Whitney both, Holm over the k-1 comparisons with the
@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tune_selcopy.simulate import NOISES, Rates, simulate  # noqa: E402
+from tune_selcopy.analysis.simulate import NOISES, Rates, simulate  # noqa: E402
 
 
 def baseline_procedure(rev: str):

@@ -1,7 +1,8 @@
 """attn_invent: who invents the queries, keys and values (conv) and which attention."""
 
-from search_spaces._common import PUBLISHED_FIXED
-from tune_selcopy.spaces import Space
+from tune_selcopy.sweeps.spaces import Space
+
+from ._common import PUBLISHED_FIXED
 
 SPACE = Space(
     name="attn_invent",

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from synthetic_logs import published_fixture
 
 
@@ -24,6 +25,6 @@ def published(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def published_results(published):
-    from tune_selcopy import analyze
+    from tune_selcopy.analysis.report import read_results
 
-    return analyze.analyze(str(published))
+    return read_results(str(published))

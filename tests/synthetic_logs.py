@@ -1,4 +1,4 @@
-"""Synthetic trial logs in the tune_selcopy.logs schema, and the published attn_act runs,
+"""Synthetic trial logs in the tune_selcopy.trial_logs schema, and the published attn_act runs,
 for the analysis tests."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tune_selcopy.logs import METRIC_COLUMNS as METRICS
+from tune_selcopy.trial_logs import METRIC_COLUMNS as METRICS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from scipy import stats
+
 from synthetic_logs import (
     FIXTURES,
     PUBLISHED_HEADER,
@@ -26,12 +27,12 @@ from synthetic_logs import (
     separated_fixture,
     write_trial,
 )
-
 from tune_selcopy import analyze as an
-from tune_selcopy import stats as st
+from tune_selcopy.analysis import stats as st
+from tune_selcopy.analysis.render import records, unfinished_line
+from tune_selcopy.analysis.report import read_results, report
+from tune_selcopy.analysis.results import TABLE_COLUMNS
 from tune_selcopy.errors import UserError
-from tune_selcopy.render import records, unfinished_line
-from tune_selcopy.results import TABLE_COLUMNS
 
 # ---------------------------------------------------------------------------
 # The published attn_act runs
@@ -50,7 +51,7 @@ def test_fixture_is_the_published_individual_table():
 
 
 def test_published_table_reproduces_the_summary_row(published):
-    text = an.report(str(published))
+    text = report(str(published))
     header, body = parse_pipe_tables(text)[0]
     assert header == [
         "qkv", "attn", "attnact", "validation loss", "validation_mask_error%", "train_sample_error%",
@@ -106,7 +107,7 @@ def test_published_evidence_and_verdict(published_results):
 
 
 def test_markdown_parses_back_into_the_same_numbers(published, published_results):
-    text = an.report(str(published))
+    text = report(str(published))
     (header, body), (eheader, ebody) = parse_pipe_tables(text)[:2]
     (res,) = published_results
     recs = records(res)
@@ -135,8 +136,8 @@ def test_markdown_parses_back_into_the_same_numbers(published, published_results
 
 
 def test_csv_and_json_hold_the_same_data(published):
-    rows_csv = list(csv.DictReader(io.StringIO(an.report(str(published), fmt="csv"))))
-    doc = json.loads(an.report(str(published), fmt="json"))
+    rows_csv = list(csv.DictReader(io.StringIO(report(str(published), fmt="csv"))))
+    doc = json.loads(report(str(published), fmt="json"))
     rows_json = doc["experiments"][0]["rows"]
     assert len(rows_csv) == len(rows_json) == 2
     for c, j in zip(rows_csv, rows_json):
@@ -165,7 +166,7 @@ def test_csv_and_json_hold_the_same_data(published):
 
 
 def test_clearly_separated_setting_is_different_after_holm(tmp_path):
-    res = an.analyze(str(separated_fixture(tmp_path)))[0]
+    res = read_results(str(separated_fixture(tmp_path)))[0]
     ev = res.evidence
     assert [s.keys["attnact"] for s in res.settings] == ["softmax", "dpfp", "elu+1"]  # worst first
     assert ev.loc["attnact=elu+1", "verdict"] == "best"
@@ -191,7 +192,7 @@ def test_identical_settings_are_flagged(tmp_path):
             v = 1.0 + seed + (act == "softmax")
             write_trial(tmp_path, "same", "s", ["attnact"], {"attnact": act}, seed,
                         {"validation_sample_error%": v}, num_validations=2)
-    text = "\n".join(an.analyze(str(tmp_path))[0].sentences)
+    text = "\n".join(read_results(str(tmp_path))[0].sentences)
     assert "Warning: attnact=dpfp and attnact=elu+1 gave identical results seed for seed" in text
     assert "softmax gave" not in text
 
@@ -201,7 +202,7 @@ def test_power_note_when_significance_is_impossible(tmp_path):
         for seed in range(3):
             write_trial(tmp_path, "few", "s", ["attnact"], {"attnact": act}, seed,
                         {"validation_sample_error%": c + 0.01 * seed}, num_validations=2)
-    res = an.analyze(str(tmp_path))[0]
+    res = read_results(str(tmp_path))[0]
     # 3 vs 3 seeds, 8 apart: the rank test cannot reach 0.05 (p >= 2/20), Welch alone would
     assert res.evidence.loc["attnact=b", "verdict"] == "inconclusive: too few seeds"
     assert res.evidence.loc["attnact=b", "holm_welch"] < 1e-4
@@ -218,26 +219,26 @@ def test_power_note_when_significance_is_impossible(tmp_path):
 def test_sort_and_several_experiments(tmp_path):
     published_fixture(tmp_path)
     separated_fixture(tmp_path, n=3, experiment="sep")
-    text = an.report(str(tmp_path), sort="attnact")
+    text = report(str(tmp_path), sort="attnact")
     assert text.index("## attn_act (space attn_act)") < text.index("## sep (space attn_act)")
     tables = parse_pipe_tables(text)
     assert len(tables) == 4  # table + evidence per experiment
     assert [r[2] for r in tables[0][1]] == ["dpfp", "elu+1"]  # keys sort A-Z by default
     assert [r[0] for r in tables[2][1]] == ["dpfp", "elu+1", "softmax"]
-    res = an.analyze(str(tmp_path), sort="validation loss:asc", space="attn_act")
+    res = read_results(str(tmp_path), sort="validation loss:asc", space="attn_act")
     assert [s.keys["attnact"] for s in res[0].settings] == ["dpfp", "elu+1"]
-    res = an.analyze(str(tmp_path / "attn_act"), sort="trials")
+    res = read_results(str(tmp_path / "attn_act"), sort="trials")
     assert len(res) == 1 and res[0].experiment == "attn_act"
     with pytest.raises(UserError, match="--sort 'nope': unknown column"):
-        an.analyze(str(tmp_path), sort="nope")
+        read_results(str(tmp_path), sort="nope")
     with pytest.raises(UserError, match="--metric"):
-        an.analyze(str(tmp_path), metric="accuracy")
+        read_results(str(tmp_path), metric="accuracy")
 
 
 def test_metric_option_drives_the_evidence(published):
-    res = an.analyze(str(published), metric="validation_loss")[0]
+    res = read_results(str(published), metric="validation_loss")[0]
     assert res.evidence.loc["qkv=QK attn=0,0,T attnact=dpfp", "mean"] == pytest.approx(0.000896075, rel=1e-6)
-    assert "Evidence on validation_loss" in an.report(str(published), metric="validation_loss")
+    assert "Evidence on validation_loss" in report(str(published), metric="validation_loss")
 
 
 # ---------------------------------------------------------------------------
@@ -253,7 +254,7 @@ def test_unfinished_trials_and_one_seed_settings(tmp_path):
                 {"validation_sample_error%": 0.3})
     write_trial(tmp_path, "attn_act", "attn_act", ["qkv", "attn", "attnact"], {"attnact": "relu"}, 1,
                 {"validation_sample_error%": 0.3}, upto=2)
-    text = an.report(str(tmp_path))
+    text = report(str(tmp_path))
     header, body = parse_pipe_tables(text)[0]
     rows = {r[2]: r for r in body}
     assert set(rows) == {"elu+1", "dpfp", "softmax"}
@@ -265,20 +266,20 @@ def test_unfinished_trials_and_one_seed_settings(tmp_path):
     # the one-seed setting is the best: 1 vs 5 seeds cannot reach significance, nothing crashes
     assert ("Inconclusive, too few seeds to show a difference from attnact=softmax at alpha 0.05, however large: "
             "attnact=elu+1 (1 vs 5 seeds: the smallest Holm p any split of their values can reach is 1)") in text
-    res = an.analyze(str(tmp_path))[0]
+    res = read_results(str(tmp_path))[0]
     assert res.evidence.loc["qkv=QK attn=0,0,T attnact=softmax", "verdict"] == "best"
     assert res.evidence.loc["qkv=QK attn=0,0,T attnact=dpfp", "verdict"] == "inconclusive: too few seeds"
     # a one-seed setting that is not the best
     write_trial(tmp_path, "attn_act", "attn_act", ["qkv", "attn", "attnact"], {"attnact": "softmax"}, 1,
                 {"validation_sample_error%": 3.0}, trial_id="attn_act_QK_00T_softmax_s1")
-    text = an.report(str(tmp_path))
+    text = report(str(tmp_path))
     assert "however large: attnact=softmax (5 vs 1 seeds" in text
     assert "Indistinguishable from attnact=dpfp at alpha 0.05" in text
 
 
 def test_no_finished_trials_yet(tmp_path):
     write_trial(tmp_path, "e", "s", ["attnact"], {}, 1, {}, upto=3)
-    text = an.report(str(tmp_path))
+    text = report(str(tmp_path))
     assert "No finished trials yet." in text
     assert "left out of the statistics: 1 of 1 trials (attnact=elu+1: 1)." in text
 
@@ -287,7 +288,7 @@ def test_duplicate_rows_are_kept_once(tmp_path):
     tid = write_trial(tmp_path, "e", "s", ["attnact"], {}, 1, {"validation_sample_error%": 2.0}, num_validations=2)
     folder = tmp_path / "e" / "logs" / tid
     (folder / "validation-002-copy.parquet").write_bytes((folder / "validation-002.parquet").read_bytes())
-    res = an.analyze(str(tmp_path))[0]
+    res = read_results(str(tmp_path))[0]
     assert len(res.settings[0].final) == 1 and res.settings[0].stats["trials"] == 1
 
 
@@ -317,7 +318,7 @@ def test_space_option_takes_a_space_file(capsys, published, tmp_path):
 
 
 def test_uri_paths_go_through_pyarrow(published):
-    (res,) = an.analyze(published.as_uri())
+    (res,) = read_results(published.as_uri())
     assert res.experiment == "attn_act" and res.finished == 10
 
 
@@ -373,7 +374,7 @@ def test_errors_are_one_line_with_exit_code_2(capsys, tmp_path, case):
 
 def test_plot_is_a_valid_png(published, tmp_path):
     file = tmp_path / "curves.png"
-    text = an.report(str(published), plot=str(file))
+    text = report(str(published), plot=str(file))
     assert f"Plot written to {file}." in text
     data = file.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -411,7 +412,7 @@ def test_best_does_not_depend_on_the_sort(tmp_path):
     bests = set()
     for sort in (None, "validation loss:asc", "validation loss:desc", "attnact", "attnact:desc",
                  "validation_sample_error% (std)", "validation_sample_error% (std):asc"):
-        (res,) = an.analyze(str(tmp_path), sort=sort)
+        (res,) = read_results(str(tmp_path), sort=sort)
         bests |= set(res.evidence.index[res.evidence["verdict"] == "best"])
     assert bests == {"attnact=x"}  # the label that sorts first takes the tie
     assert "attnact=y has the same mean; a tie goes to the setting whose label sorts first." in "\n".join(res.sentences)
@@ -421,7 +422,7 @@ def test_nan_seeds_are_left_out_counted_and_named(tmp_path):
     _two_settings(tmp_path, {"a": [1.0, math.nan, 1.2, 1.1, math.nan], "b": [2.0, 2.1, 2.2, 2.3, 2.4]})
     write_trial(tmp_path, "e", "attn_act", ["attnact"], {"attnact": "c"}, 1,
                 {"validation_sample_error%": math.nan}, num_validations=2)
-    text = an.report(str(tmp_path))
+    text = report(str(tmp_path))
     (header, body), (eheader, ebody) = parse_pipe_tables(text)[:2]
     trials = {r[0]: r[-1] for r in body}
     n = {r[0]: r[eheader.index("trials")] for r in ebody}
@@ -431,7 +432,7 @@ def test_nan_seeds_are_left_out_counted_and_named(tmp_path):
             "no value): attnact=a seeds 2 and 5 (2 of 5 finished seeds) and attnact=c seed 1 (all its finished "
             "seeds: the setting has no row).") in text
     assert "All 11 trials finished." in text
-    doc = json.loads(an.report(str(tmp_path), fmt="json"))["experiments"][0]
+    doc = json.loads(report(str(tmp_path), fmt="json"))["experiments"][0]
     assert doc["nan_seeds"] == {"attnact=a": [2, 5], "attnact=c": [1]}
 
 
@@ -442,14 +443,14 @@ def test_ranges_sort_numerically(tmp_path):
             write_trial(tmp_path, "e", "attn_act", ["attnact"], {"attnact": act}, seed,
                         {"validation_sample_error%": 1.0 + seed, "model_params": count}, num_validations=2)
     for sort, order in (("model params", ["c", "b", "a"]), ("model params:asc", ["a", "b", "c"])):
-        header, body = parse_pipe_tables(an.report(str(tmp_path), sort=sort))[0]
+        header, body = parse_pipe_tables(report(str(tmp_path), sort=sort))[0]
         assert [r[0] for r in body] == order
         assert {r[0]: r[header.index("model params")] for r in body}["a"] == "99,000-1,100,000"
 
 
 def test_minutes_print_as_the_published_tables(tmp_path):
     _two_settings(tmp_path, {"a": [1.0, 1.1], "b": [2.0, 2.1]}, train_time_s=114.0)  # 1.90 minutes
-    header, body = parse_pipe_tables(an.report(str(tmp_path)))[0]
+    header, body = parse_pipe_tables(report(str(tmp_path)))[0]
     assert [r[header.index("train time (minutes)")] for r in body] == ["1.9", "1.9"]
 
 
@@ -460,9 +461,9 @@ def test_alpha_is_one_setting_shown_wherever_it_is_used(capsys, published):
     assert "Indistinguishable from attnact=dpfp at alpha 0.1" in out
     assert "Holm over 1 pair first needs p <= 0.1/1 = 0.1" in out
     assert "alpha 0.05" not in out and "<= 0.05" not in out
-    doc = json.loads(an.report(str(published), fmt="json", alpha=0.1))
+    doc = json.loads(report(str(published), fmt="json", alpha=0.1))
     assert doc["experiments"][0]["alpha"] == 0.1
-    (res,) = an.analyze(str(published), alpha=0.1)
+    (res,) = read_results(str(published), alpha=0.1)
     assert res.alpha == 0.1 and "at alpha 0.1" in " ".join(res.sentences)
     rc, out, err = run_main(capsys, published, "--alpha", "1.5")
     assert rc == 2 and out == "" and err.startswith("error: --alpha: alpha must be strictly between 0 and 1")
@@ -497,11 +498,11 @@ def test_shipped_reference_is_the_published_table():
 def test_reference_is_packaged_and_not_a_space():
     import tomllib
 
-    from tune_selcopy.spaces import available_spaces
+    from tune_selcopy.sweeps.space_sources import available_spaces
 
     assert "reference" not in available_spaces() and "attn_act" in available_spaces()
     config = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    globs = config["tool"]["setuptools"]["package-data"]["search_spaces"]
+    globs = config["tool"]["setuptools"]["package-data"]["tune_selcopy.search_spaces"]
     assert any(SHIPPED.match(f"search_spaces/{g}") for g in globs)
 
 
@@ -535,7 +536,7 @@ def test_published_runs_are_consistent_with_the_shipped_reference(capsys, publis
 
 
 def test_a_shifted_copy_differs_from_the_reference(tmp_path):
-    doc = json.loads(an.report(str(_shifted(tmp_path, 2.0)), fmt="json", reference=str(SHIPPED)))
+    doc = json.loads(report(str(_shifted(tmp_path, 2.0)), fmt="json", reference=str(SHIPPED)))
     check = doc["experiments"][0]["reference_check"]
     assert check["kind"] == "individual runs" and check["tests"] == 2 and check["keys"] == ["qkv", "attn", "attnact"]
     assert [r["verdict"] for r in check["rows"]] == ["differs from the reference"] * 2
@@ -555,7 +556,7 @@ def _summary(path: Path, rows: list[tuple]) -> Path:
 def test_summary_rows_are_compared_with_welch(tmp_path, published):
     ref = _summary(tmp_path / "summary.csv", [("elu+1", 0.676752, 0.346975, 5, 0.199045),
                                               ("dpfp", 0.597134, 0.54615, 5, 0.17914), ("softmax", 3.0, 1.0, 5, 2.0)])
-    text = an.report(str(published), reference=str(ref))
+    text = report(str(published), reference=str(ref))
     header, body = parse_pipe_tables(text)[2]
     verdicts = {r[0]: r[header.index("verdict")] for r in body}
     assert verdicts == {"elu+1": "consistent with the reference", "dpfp": "consistent with the reference",
@@ -563,7 +564,7 @@ def test_summary_rows_are_compared_with_welch(tmp_path, published):
     assert {r[0]: r[header.index("test")] for r in body}["elu+1"] == "Welch (summary)"
     assert "Only in the reference, not compared: attnact=softmax." in text
     assert ", summary rows" in text and "Welch's t-test from the summary statistics, Holm over 2 settings" in text
-    shifted = an.report(str(_shifted(tmp_path / "logs", 2.0)), reference=str(ref), fmt="csv")
+    shifted = report(str(_shifted(tmp_path / "logs", 2.0)), reference=str(ref), fmt="csv")
     rows = {r["attnact"]: r for r in csv.DictReader(io.StringIO(shifted))}
     assert rows["elu+1"]["reference verdict"] == "differs from the reference"
     expected = stats.ttest_ind_from_stats(2.676752, 0.346975, 5, 0.676752, 0.346975, 5, equal_var=False).pvalue
@@ -623,7 +624,7 @@ EXAMPLE = ROOT / "examples" / "attn_act-5seeds.parquet"
 def test_shipped_example_is_a_whole_real_sweep():
     """The logs of a real attn_act sweep, the whole space: 2 settings x 5 seeds, every trial's 10
     validations of the full reference set over 1,000,000 inputs, the spec's model."""
-    from tune_selcopy.logs import load_logs
+    from tune_selcopy.trial_logs import load_logs
 
     df = load_logs(str(EXAMPLE))
     assert len(df) == 100 and df["experiment"].unique().tolist() == ["attn_act-5seeds"]

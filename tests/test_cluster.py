@@ -536,7 +536,7 @@ def _uploaded(root: Path) -> list[str]:
 def test_rayignore_keeps_bulk_out_of_the_upload(tmp_path):
     (tmp_path / ".rayignore").write_text((ROOT / ".rayignore").read_text())
     keep = ["tune_selcopy/run.py", "search_spaces/__init__.py", "pyproject.toml",
-            "cluster/aws-gpu.yaml", "tune_selcopy/results.py"]
+            "cluster/aws-gpu.yaml", "tune_selcopy/analysis/results.py"]
     drop = [".venv/lib/python3.11/site-packages/torch/__init__.py", ".git/objects/ab/cdef",
             "results/attn_invent/logs/part-0.parquet", "ray_results/exp/state.json",
             "tune_selcopy/__pycache__/run.cpython-311.pyc", ".pytest_cache/v/x",

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from tune_selcopy.data import (
+from tune_selcopy.errors import UserError
+from tune_selcopy.science.task import (
     ALPHABET,
     MASK_TOKEN,
     PAD_TOKEN,
@@ -30,7 +31,6 @@ from tune_selcopy.data import (
     generate_texts,
     validation_texts,
 )
-from tune_selcopy.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC_FIRST_THREE = ["XBFVU:3>4 1>4 1>2:BFVXU", "QHGYE:4>5 3>1 3>2:GQHEY", "TQWUH:4>3 2>5 4>1:WHUTQ"]

@@ -1,4 +1,4 @@
-"""Tests of tune_selcopy.evidence: the verdict procedure on arrays (no logs)."""
+"""Tests of tune_selcopy.analysis.evidence: the verdict procedure on arrays (no logs)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tune_selcopy import evidence as ev
-from tune_selcopy import stats as st
+from tune_selcopy.analysis import evidence as ev
+from tune_selcopy.analysis import stats as st
 
 
 def test_best_ignores_the_order_of_the_settings():

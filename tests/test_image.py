@@ -115,9 +115,11 @@ def test_repo_build_context_holds_what_the_install_reads():
         pyproject = tomllib.load(f)
     # `pip install -e .` reads pyproject.toml, the readme it names, and the packages.
     assert {"pyproject.toml", pyproject["project"]["readme"]} <= set(context)
+    folders = pyproject["tool"]["setuptools"].get("package-dir", {})
     for package in pyproject["tool"]["setuptools"]["packages"]:
-        sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / package).glob("*.py")}
-        assert f"{package}/__init__.py" in sources and sources <= set(context), package
+        folder = folders.get(package, package.replace(".", "/"))
+        sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / folder).glob("*.py")}
+        assert f"{folder}/__init__.py" in sources and sources <= set(context), package
     assert sum((ROOT / f).stat().st_size for f in context) < 2**20  # sources only: under 1 MiB
 
 

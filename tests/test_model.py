@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tune_selcopy.errors import UserError
-from tune_selcopy.model import (
+from tune_selcopy.science.model import (
     ConvTextModel,
     Layer,
     LinearAttention,

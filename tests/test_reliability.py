@@ -20,8 +20,12 @@ import pyarrow.fs as pafs
 import pytest
 import torch
 
-from tune_selcopy import run, storage, sweeps, train
+from tune_selcopy import run, train
 from tune_selcopy.errors import UserError
+from tune_selcopy.science.trial import CHECKPOINT_FILE, Trial, TrialConfig
+from tune_selcopy.sweeps import folder as sweep_folder
+from tune_selcopy.sweeps import storage
+from tune_selcopy.sweeps.space_sources import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--trials", "1", "--max-inputs", "640", "--val-count", "64"]
@@ -61,8 +65,8 @@ def test_crafted_checkpoint_runs_no_code(tmp_path, capsys):
     marker = tmp_path / "pwned"
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    torch.save({"config": _Payload(marker)}, ckpt / train.CHECKPOINT_FILE)
-    with open(ckpt / train.CHECKPOINT_FILE, "rb") as f:  # the payload really is in the file
+    torch.save({"config": _Payload(marker)}, ckpt / CHECKPOINT_FILE)
+    with open(ckpt / CHECKPOINT_FILE, "rb") as f:  # the payload really is in the file
         assert b"touch" in f.read()
     assert train.main(["--max-inputs", "640", "--val-count", "64", "--checkpoint-dir", str(ckpt)]) == 2
     line = one_error_line(capsys.readouterr().err)
@@ -75,11 +79,11 @@ def test_crafted_checkpoint_runs_no_code(tmp_path, capsys):
 
 
 def test_real_checkpoint_loads_with_the_safe_loader(tmp_path):
-    config = train.TrialConfig(max_inputs=640, val_count=64)
-    first = train.Trial(config)
+    config = TrialConfig(max_inputs=640, val_count=64)
+    first = Trial(config)
     next(first.validations())
     first.save(tmp_path)
-    second = train.Trial(config)
+    second = Trial(config)
     second.load(tmp_path)  # weights_only=True
     assert second.validation_index == 1 and second.step == first.step
     assert torch.equal(second.model.embedding.weight, first.model.embedding.weight)
@@ -95,8 +99,8 @@ def test_real_checkpoint_loads_with_the_safe_loader(tmp_path):
     ],
 )
 def test_checkpoint_of_the_wrong_structure_is_one_line(tmp_path, content, expected):
-    config = train.TrialConfig(max_inputs=640, val_count=64)
-    trial = train.Trial(config)
+    config = TrialConfig(max_inputs=640, val_count=64)
+    trial = Trial(config)
     if content == "broken-model":
         state = trial.state_dict()
         state["model"] = {"embedding.weight": torch.zeros(3, 3)}
@@ -105,7 +109,7 @@ def test_checkpoint_of_the_wrong_structure_is_one_line(tmp_path, content, expect
         state = trial.state_dict()
         state["config"] = {**state["config"], "channels": "many"}
         content = state
-    torch.save(content, tmp_path / train.CHECKPOINT_FILE)
+    torch.save(content, tmp_path / CHECKPOINT_FILE)
     with pytest.raises(UserError, match=expected) as info:
         trial.load(tmp_path)
     assert "\n" not in str(info.value)
@@ -249,13 +253,13 @@ def test_infeasible_request_on_the_embedded_ray_fails_before_ray(tmp_path, capsy
 # --- sweep folders: exclusive, and settings files that are not ours -----------------------------
 
 
-def _settings(tmp_path: Path, name: str) -> sweeps.SweepSettings:
-    return sweeps.SweepSettings(space="attn_act", name=name, storage=str(tmp_path), trials=1, max_inputs=640,
+def _settings(tmp_path: Path, name: str) -> sweep_folder.SweepSettings:
+    return sweep_folder.SweepSettings(space="attn_act", name=name, storage=str(tmp_path), trials=1, max_inputs=640,
                              val_count=64, cpus_per_trial=1.0, gpus_per_trial=0.0, max_concurrent=None)
 
 
 def test_a_sweep_name_is_claimed_once(tmp_path, capsys):
-    sweeps.claim_sweep(_settings(tmp_path, "taken"))
+    sweep_folder.claim_sweep(_settings(tmp_path, "taken"))
     started = time.monotonic()
     assert run.main(["attn_act", *TINY, "--storage", str(tmp_path), "--name", "taken"]) == 2
     line = one_error_line(capsys.readouterr().err)
@@ -266,7 +270,7 @@ def test_a_sweep_name_is_claimed_once(tmp_path, capsys):
 def test_a_folder_with_anything_in_it_is_not_claimed(tmp_path):
     (tmp_path / "other" / "logs").mkdir(parents=True)
     with pytest.raises(storage.FolderTaken):
-        sweeps.claim_sweep(_settings(tmp_path, "other"))
+        sweep_folder.claim_sweep(_settings(tmp_path, "other"))
 
 
 @pytest.mark.parametrize("remote", [False, True], ids=["local-exclusive-create", "object-store-markers"])
@@ -299,14 +303,14 @@ def test_simultaneous_claims_have_one_winner(tmp_path, monkeypatch, remote):
 def test_default_names_never_collide(tmp_path):
     """Two sweeps started in the same second get distinct default names."""
     default = _settings(tmp_path, "attn_act-20261129-120000")
-    names = [sweeps.claim_new_sweep(default, numbered=True).name for _ in range(3)]
+    names = [sweep_folder.claim_new_sweep(default, numbered=True).name for _ in range(3)]
     assert names == ["attn_act-20261129-120000", "attn_act-20261129-120000-2", "attn_act-20261129-120000-3"]
 
 
 def _write_sweep(tmp_path: Path, name: str, settings: bytes, state: str | None) -> None:
     folder = tmp_path / name
     folder.mkdir()
-    (folder / sweeps.RUN_FILE).write_bytes(settings)
+    (folder / sweep_folder.RUN_FILE).write_bytes(settings)
     if state is not None:
         (folder / "experiment_state-2026-11-29_12-00-00.json").write_text(state)
 
@@ -357,20 +361,20 @@ def test_the_intact_copy_follows_only_whole_states(tmp_path):
     copy that cannot be written) leaves the last whole one in place."""
     folder = tmp_path / "kept"
     folder.mkdir()
-    keeper = sweeps.IntactStateKeeper(pafs.LocalFileSystem(), str(folder))
+    keeper = sweep_folder.IntactStateKeeper(pafs.LocalFileSystem(), str(folder))
     keeper.update()  # no state yet: nothing to copy
-    assert not (folder / sweeps.INTACT_STATE).exists()
+    assert not (folder / sweep_folder.INTACT_STATE).exists()
     state = folder / "experiment_state-2026-11-29_12-00-00.json"
     state.write_text(WHOLE_STATE)
     keeper.update()
-    assert (folder / sweeps.INTACT_STATE).read_text() == WHOLE_STATE
+    assert (folder / sweep_folder.INTACT_STATE).read_text() == WHOLE_STATE
     state.write_text(WHOLE_STATE[:20])  # what a full disk leaves
     keeper.update()
-    assert (folder / sweeps.INTACT_STATE).read_text() == WHOLE_STATE
+    assert (folder / sweep_folder.INTACT_STATE).read_text() == WHOLE_STATE
     newer = WHOLE_STATE.replace('"metadata"', '"metadata", "more"')
     (folder / "experiment_state-2026-11-29_13-00-00.json").write_text(newer)  # a resumed session's
     keeper.update()
-    assert (folder / sweeps.INTACT_STATE).read_text() == newer
+    assert (folder / sweep_folder.INTACT_STATE).read_text() == newer
     assert [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] == []
 
 
@@ -392,11 +396,11 @@ class _FullDisk:
 def test_a_failed_copy_keeps_the_previous_one(tmp_path):
     folder = tmp_path / "kept"
     folder.mkdir()
-    (folder / sweeps.INTACT_STATE).write_text(WHOLE_STATE)
+    (folder / sweep_folder.INTACT_STATE).write_text(WHOLE_STATE)
     (folder / "experiment_state-2026-11-29_13-00-00.json").write_text(WHOLE_STATE.replace("trial", "other"))
-    keeper = sweeps.IntactStateKeeper(_FullDisk(), str(folder))
+    keeper = sweep_folder.IntactStateKeeper(_FullDisk(), str(folder))
     keeper.update()  # the storage error is left for the trials to meet
-    assert (folder / sweeps.INTACT_STATE).read_text() == WHOLE_STATE
+    assert (folder / sweep_folder.INTACT_STATE).read_text() == WHOLE_STATE
     assert [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] == []
 
 
@@ -404,12 +408,12 @@ def test_a_damaged_state_is_replaced_by_its_intact_copy(tmp_path, capsys):
     """The full disk case: Ray's newest state was cut short, the copy is whole. The resume
     puts the copy in its place and says so; without a copy it refuses (test above)."""
     _write_sweep(tmp_path, "cut", _settings(tmp_path, "cut").to_json(), state='{"trial_data": [')
-    (tmp_path / "cut" / sweeps.INTACT_STATE).write_text(WHOLE_STATE)
-    note = sweeps.check_experiment_state(sweeps.load_settings(str(tmp_path), "cut"))
+    (tmp_path / "cut" / sweep_folder.INTACT_STATE).write_text(WHOLE_STATE)
+    note = sweep_folder.check_experiment_state(sweep_folder.load_settings(str(tmp_path), "cut"))
     assert note.startswith("Ray's experiment state experiment_state-2026-11-29_12-00-00.json was damaged")
     assert "resuming from its last intact copy (saved " in note
     assert (tmp_path / "cut" / "experiment_state-2026-11-29_12-00-00.json").read_text() == WHOLE_STATE
-    assert sweeps.check_experiment_state(sweeps.load_settings(str(tmp_path), "cut")) is None  # whole now
+    assert sweep_folder.check_experiment_state(sweep_folder.load_settings(str(tmp_path), "cut")) is None  # whole now
 
 
 def test_a_corrupt_neighbour_does_not_block_resume(tmp_path, capsys):
@@ -418,15 +422,15 @@ def test_a_corrupt_neighbour_does_not_block_resume(tmp_path, capsys):
     assert run.main(["attn_act", "--resume", "--storage", str(tmp_path)]) == 2
     # The broken folder was skipped; the latest readable sweep was picked and checked.
     assert "nothing to resume at" in one_error_line(capsys.readouterr().err)
-    assert "started-no-state" in (tmp_path / "started-no-state" / sweeps.RUN_FILE).read_text()
+    assert "started-no-state" in (tmp_path / "started-no-state" / sweep_folder.RUN_FILE).read_text()
 
 
 def test_settings_round_trip_and_old_files_without_the_marker(tmp_path):
     settings = _settings(tmp_path, "x")
-    assert sweeps.SweepSettings.from_json(settings.to_json(), str(tmp_path), "x") == settings
+    assert sweep_folder.SweepSettings.from_json(settings.to_json(), str(tmp_path), "x") == settings
     old = json.loads(settings.to_json())
     del old["format"]
-    assert sweeps.SweepSettings.from_json(json.dumps(old).encode(), str(tmp_path), "x") == settings
+    assert sweep_folder.SweepSettings.from_json(json.dumps(old).encode(), str(tmp_path), "x") == settings
 
 
 # --- storage failures a retry cannot fix ----------------------------------------------------
@@ -446,7 +450,7 @@ def test_a_real_enospc_through_pyarrow_is_fatal():
 
 
 def test_room_is_checked_against_the_sweep_estimate(tmp_path, monkeypatch):
-    configs = run.load_space("attn_act").resolve().settings
+    configs = load_space("attn_act").resolve().settings
     need = run.sweep_bytes(configs, seeds=5)
     # 10 trials of a 229,632-parameter model: 10 checkpoints of ~2.8 MB each (all kept), plus rows
     assert 260 * 2**20 < need < 290 * 2**20

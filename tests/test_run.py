@@ -19,9 +19,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tune_selcopy import run, sweeps, train
-from tune_selcopy.spaces import load_space
-from tune_selcopy.trainable import CRASH_ENV
+from tune_selcopy import run
+from tune_selcopy.science.trial import TrialConfig
+from tune_selcopy.sweeps import folder as sweep_folder
+from tune_selcopy.sweeps.space_sources import load_space
+from tune_selcopy.sweeps.trainable import CRASH_ENV
 
 PY = sys.executable
 TINY = ["--max-inputs", "1280", "--val-count", "64"]
@@ -106,9 +108,9 @@ def test_miswired_space_is_refused(monkeypatch, capsys, tmp_path, space):
     if space == "act.yaml":
         space = str(tmp_path / space)
         Path(space).write_text("seeds: 2\ngrid: {attnact: [elu+1, dpfp]}\n")
-    original = train.TrialConfig.model_config
+    original = TrialConfig.model_config
     monkeypatch.setattr(
-        train.TrialConfig,
+        TrialConfig,
         "model_config",
         lambda self: dataclasses.replace(original(self), attention_activation="elu+1"),
     )
@@ -291,7 +293,7 @@ def test_a_state_cut_short_resumes_from_its_intact_copy(tmp_path):
                                    "--name", "cut"], logs)
     finished_before = {f.parent for f in before if f.name == "validation-010.parquet"}
     (state,) = (tmp_path / "cut").glob("experiment_state-*.json")
-    assert (tmp_path / "cut" / sweeps.INTACT_STATE).exists()
+    assert (tmp_path / "cut" / sweep_folder.INTACT_STATE).exists()
     state.write_bytes(state.read_bytes()[:1000])
 
     result = sweep("attn_act", "--resume", "--name", "cut", "--storage", str(tmp_path))
@@ -330,7 +332,7 @@ def test_ctrl_c_exits_130_and_says_how_to_continue(tmp_path):
     assert len(list(logs.glob("*/validation-*.parquet"))) < 20
     # Ray saved its state on the way out, so --resume can continue (resuming itself is
     # shown by the killed-sweep and full-disk tests).
-    sweeps.check_experiment_state(sweeps.load_settings(str(tmp_path), "cc"))
+    sweep_folder.check_experiment_state(sweep_folder.load_settings(str(tmp_path), "cc"))
 
 
 def test_full_disk_ends_the_sweep_in_one_line_and_resumes_after_space_is_freed(tmp_path):
@@ -351,7 +353,7 @@ def test_full_disk_ends_the_sweep_in_one_line_and_resumes_after_space_is_freed(t
         # What a resume needs: Ray's state, and the intact copy that survives a state file
         # cut short by the full disk (it is taken within seconds of the first state).
         deadline = time.monotonic() + 60
-        while not (disk / "full" / sweeps.INTACT_STATE).exists():
+        while not (disk / "full" / sweep_folder.INTACT_STATE).exists():
             assert time.monotonic() < deadline and driver.poll() is None, "no intact copy of Ray's state"
             time.sleep(0.2)
         filler = disk / "filler"

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tune_selcopy import run, sweeps, train
+from tune_selcopy import run, train
 from tune_selcopy.errors import UserError
-from tune_selcopy.spaces import ResolvedSpace, coerce, load_space, parse_sets
+from tune_selcopy.sweeps import folder as sweep_folder
+from tune_selcopy.sweeps.space_sources import load_space
+from tune_selcopy.sweeps.spaces import ResolvedSpace, coerce, parse_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "search_spaces" / "reference"
@@ -267,7 +269,7 @@ def test_train_takes_set(capsys):
 def test_resume_takes_only_set_values_the_sweep_has(tmp_path, capsys):
     """--resume runs the saved space: a --set given again must match every saved setting."""
     saved = load_space("attn_act").resolve({"channels": 32})
-    sweeps.claim_sweep(sweeps.SweepSettings(
+    sweep_folder.claim_sweep(sweep_folder.SweepSettings(
         space="attn_act", name="s", storage=str(tmp_path), trials=None, max_inputs=None, val_count=None,
         cpus_per_trial=1.0, gpus_per_trial=0.0, max_concurrent=None, resolved_space=saved.to_data(),
     ))

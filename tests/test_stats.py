@@ -1,4 +1,4 @@
-"""Tests of tune_selcopy.stats: each statistic against scipy, brute force or a closed form."""
+"""Tests of tune_selcopy.analysis.stats: each statistic against scipy, brute force or a closed form."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tune_selcopy import stats as st
+from tune_selcopy.analysis import stats as st
 
 
 def test_holm_known_values_and_nan():

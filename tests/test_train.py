@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from tune_selcopy.errors import UserError
-from tune_selcopy.train import (
+from tune_selcopy.science.trial import (
     CHECKPOINT_FILE,
     STAT_FIELDS,
     Trial,
@@ -279,7 +279,7 @@ def test_cli_resumes_from_checkpoint_dir(cli_reference, tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_error():
-    from tune_selcopy.train import TrainingDiverged
+    from tune_selcopy.science.trial import TrainingDiverged
 
     trial = Trial(TrialConfig(max_inputs=640, num_validations=2, val_count=50))
     with torch.no_grad():

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from tune_selcopy.simulate import NOISES, simulate
+from tune_selcopy.analysis.simulate import NOISES, simulate
 
 SWEEPS = 100
 ALPHA = 0.05

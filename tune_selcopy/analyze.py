@@ -1,19 +1,10 @@
-"""Grouped result tables, the statistical evidence behind them, reproduction checks and
-learning-curve plots, from the Parquet trial logs alone.
+"""``python -m tune_selcopy.analyze PATH``: grouped result tables, the statistical evidence
+behind them, reproduction checks and learning-curve plots, from the Parquet trial logs alone.
 
 For every (experiment, space) under PATH it prints the published table (spec section 5),
 the evidence on one metric with a verdict per setting against the best, plain sentences,
 and the count of unfinished trials; with ``--reference FILE``, also a reproduction check
-against a reference table. The work is split along its seams:
-
-- ``tune_selcopy.logs``: reading the Parquet logs (the module that writes them);
-- ``tune_selcopy.stats``: the statistics, small pure functions over arrays;
-- ``tune_selcopy.evidence``: the verdict procedure (family-wise error held at alpha);
-- ``tune_selcopy.results``: grouping the logs into settings, the table's statistics;
-- ``tune_selcopy.sentences``: the sentences under the tables;
-- ``tune_selcopy.reproduction``: reading a reference CSV and checking against it;
-- ``tune_selcopy.render``: markdown, CSV, JSON and the plot;
-- this module: the command line, ``report``, and the names run.py imports.
+against a reference table. The work itself is ``tune_selcopy.analysis``.
 
 CLI: ``python -m tune_selcopy.analyze PATH [--space NAME] [--sort COLUMN] [--format
 markdown|csv|json] [--plot FILE.png] [--metric COLUMN] [--alpha A] [--reference FILE]``.
@@ -25,58 +16,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tune_selcopy.analysis.evidence import ALPHA
+from tune_selcopy.analysis.render import plot_curves, render_csv, render_json, render_markdown
+from tune_selcopy.analysis.report import FORMATS, notes, read_results
+from tune_selcopy.analysis.reproduction import check_all, read_reference
+from tune_selcopy.analysis.results import DEFAULT_METRIC
 from tune_selcopy.errors import ArgumentParser, UserError, one_line
-from tune_selcopy.evidence import ALPHA
-from tune_selcopy.reproduction import check_all, read_reference
-from tune_selcopy.render import plot_curves, render_csv, render_json, render_markdown, unfinished_line
-from tune_selcopy.results import DEFAULT_METRIC, ExperimentResult, analyze
-
-__all__ = ["analyze", "main", "notes", "plot_curves", "report"]
-
-FORMATS = ("markdown", "csv", "json")
-
-
-def report(
-    path: str,
-    *,
-    space: str | None = None,
-    sort: str | None = None,
-    fmt: str = "markdown",
-    metric: str = DEFAULT_METRIC,
-    plot: str | None = None,
-    alpha: float = ALPHA,
-    reference: str | None = None,
-) -> str:
-    """The full report for the logs under ``path`` as text in ``fmt`` (markdown, csv, json).
-
-    Markdown: per (experiment, space) a heading, the published table, the evidence table,
-    the sentences, the unfinished line and, with ``reference`` (a CSV file or the name of a
-    shipped reference), the reproduction check (and the plot path). JSON: the same data
-    as a document. CSV: the table, evidence and reproduction-check columns only (see
-    ``notes`` for the rest). If ``plot`` is given, also writes the PNG there. Raises
-    UserError on bad input.
-    """
-    if fmt not in FORMATS:
-        raise UserError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
-    ref = read_reference(reference, metric) if reference else None  # a bad file fails before the logs are read
-    results = analyze(path, space=space, sort=sort, metric=metric, alpha=alpha)
-    checks = check_all(results, ref) if ref else None
-    if plot:
-        plot_curves(results, plot)
-    if fmt == "csv":
-        return render_csv(results, checks)
-    if fmt == "json":
-        return render_json(results, plot, checks)
-    return render_markdown(results, plot, checks)
-
-
-def notes(results: list[ExperimentResult]) -> list[str]:
-    """The sentences and unfinished lines of every experiment (what CSV output leaves out)."""
-    out = []
-    for res in results:
-        out.extend(f"{res.experiment}: {s}" for s in res.sentences)
-        out.append(f"{res.experiment}: {unfinished_line(res)}")
-    return out
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -105,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         space = args.space
         if space is not None:  # imported here: spaces needs torch, reading logs does not
-            from tune_selcopy.spaces import space_name_of
+            from tune_selcopy.sweeps.space_sources import space_name_of
 
             space = space_name_of(space)
         ref = read_reference(args.reference, args.metric) if args.reference else None
-        results = analyze(args.path, space=space, sort=args.sort, metric=args.metric, alpha=args.alpha)
+        results = read_results(args.path, space=space, sort=args.sort, metric=args.metric, alpha=args.alpha)
         checks = check_all(results, ref) if ref else None
         if args.plot:
             plot_curves(results, args.plot)

@@ -21,8 +21,12 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from tune_selcopy import logs, storage
-from tune_selcopy.cluster import (
+from tune_selcopy import trial_logs, uris
+from tune_selcopy.errors import ArgumentParser, UserError, one_line
+from tune_selcopy.science.model import ConvTextModel
+from tune_selcopy.science.trial import TrialConfig
+from tune_selcopy.sweeps import storage
+from tune_selcopy.sweeps.cluster import (
     check_address,
     check_feasible,
     cluster_address,
@@ -31,11 +35,8 @@ from tune_selcopy.cluster import (
     require_fit,
     trial_resources,
 )
-from tune_selcopy.errors import ArgumentParser, UserError, one_line
-from tune_selcopy.model import ConvTextModel
-from tune_selcopy.spaces import ResolvedSpace, available_spaces, load_space, parse_sets, space_name_of
-from tune_selcopy.sweeps import (
-    NAME_PATTERN,
+from tune_selcopy.sweeps.folder import (
+    SWEEP_NAME,
     SweepSettings,
     check_experiment_state,
     claim_new_sweep,
@@ -46,7 +47,8 @@ from tune_selcopy.sweeps import (
     save_settings,
     trial_overrides,
 )
-from tune_selcopy.train import TrialConfig
+from tune_selcopy.sweeps.space_sources import available_spaces, load_space, space_name_of
+from tune_selcopy.sweeps.spaces import ResolvedSpace, parse_sets
 
 DEFAULT_STORAGE = "results"
 MAX_FAILURES = 3
@@ -94,7 +96,7 @@ def check_args(args: Any) -> None:
         (args.local_cpus is None or args.local_cpus >= 1, f"--local-cpus must be >= 1 (got {args.local_cpus})"),
         (args.local_gpus is None or args.local_gpus >= 0, f"--local-gpus must be >= 0 (got {args.local_gpus})"),
         (args.wait_for_nodes >= 0, f"--wait-for-nodes must be >= 0 (got {args.wait_for_nodes})"),
-        (args.name is None or NAME_PATTERN.fullmatch(args.name) is not None,
+        (args.name is None or SWEEP_NAME.fullmatch(args.name) is not None,
          f"--name {args.name!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit "
          "(a sweep is one folder directly under --storage)"),
         (not (cluster_address(args.address) and (args.local_cpus is not None or args.local_gpus is not None)),
@@ -123,13 +125,14 @@ def write_plot(settings: SweepSettings, logs_at: str) -> str:
     """Plot the error curves into the experiment folder (local or remote); return where."""
     import tempfile
 
-    from tune_selcopy.analyze import analyze, plot_curves
+    from tune_selcopy.analysis.render import plot_curves
+    from tune_selcopy.analysis.report import read_results
 
-    target = logs.join(experiment_uri(settings), "curves.png")
+    target = uris.join(experiment_uri(settings), "curves.png")
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, "curves.png")
-        plot_curves(analyze(logs_at), local)
-        fs, path = logs.resolve(target)
+        plot_curves(read_results(logs_at), local)
+        fs, path = uris.resolve(target)
         with open(local, "rb") as src, fs.open_output_stream(path) as out:
             out.write(src.read())
     return target
@@ -144,13 +147,13 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
     """The Tuner of a new sweep, or of the one to resume."""
     from ray import tune
 
-    from tune_selcopy.trainable import KeepIntactState, RunInfo, TrialFailures, train_trial
+    from tune_selcopy.sweeps.trainable import KeepIntactState, RunInfo, TrialFailures, train_trial
 
     run = RunInfo(
         experiment=settings.name,
         space=space.name,
         varied_keys=",".join(space.columns),
-        logs=logs.logs_uri(settings.storage, settings.name),
+        logs=trial_logs.logs_uri(settings.storage, settings.name),
         cpus_per_trial=settings.cpus_per_trial,
         gpus_per_trial=settings.gpus_per_trial,
     )
@@ -158,7 +161,7 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
         tune.with_parameters(train_trial, run=run),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
-    fs, storage_path = logs.resolve(settings.storage)
+    fs, storage_path = uris.resolve(settings.storage)
     experiment_path = posixpath.join(storage_path, settings.name)
     # Ray's newer console output ignores custom reporters; the classic one can be trimmed.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
@@ -180,7 +183,7 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
         except Exception as exc:  # noqa: BLE001 - Ray's state is unreadable: say so, in one line
             raise UserError(
                 f"cannot resume {experiment_uri(settings)}: Ray's experiment state there is damaged "
-                f"({one_line(exc, 200)}); the Parquet logs in {logs.logs_uri(settings.storage, settings.name)} "
+                f"({one_line(exc, 200)}); the Parquet logs in {trial_logs.logs_uri(settings.storage, settings.name)} "
                 "are intact"
             ) from None
     trials = space.trials()
@@ -210,7 +213,7 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
             storage_filesystem=fs,
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             # Every checkpoint is kept: a resume from the intact copy of a damaged experiment
-            # state (sweeps.INTACT_STATE) restores the checkpoints that copy names, which may
+            # state (folder.INTACT_STATE) restores the checkpoints that copy names, which may
             # be older than the newest; Tune fails a trial whose named checkpoint is gone.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             progress_reporter=reporter,
@@ -252,7 +255,7 @@ def run_sweep(tuner: Any, space: ResolvedSpace, settings: SweepSettings) -> int:
     for result in results:
         if result.error:
             print(f"  errored: {result.path}: {one_line(result.error, 300)}")
-    print_report(settings, logs.logs_uri(settings.storage, settings.name))
+    print_report(settings, trial_logs.logs_uri(settings.storage, settings.name))
     if unfinished:
         print(f"interrupted: {unfinished} trials unfinished; continue with: {_resume_hint(settings)}",
               file=sys.stderr)
@@ -263,7 +266,7 @@ def run_sweep(tuner: Any, space: ResolvedSpace, settings: SweepSettings) -> int:
 def print_report(settings: SweepSettings, logs_at: str) -> None:
     """The grouped table, the plot and where the logs are; a line instead when there is
     nothing to show yet (an early Ctrl-C) or the plot cannot be written."""
-    from tune_selcopy.analyze import report
+    from tune_selcopy.analysis.report import report
 
     try:
         print(report(logs_at))
@@ -351,7 +354,7 @@ def prepare(
         if note := check_experiment_state(resumed):
             print(note, flush=True)
         return resumed, False
-    from tune_selcopy.wiring import check_wiring
+    from tune_selcopy.sweeps.wiring import check_wiring
 
     storage.check_writable(storage_uri)
     configs, seeds = space.settings, space.seeds

@@ -16,11 +16,10 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from tune_selcopy import evidence, formats
-from tune_selcopy import stats as st
+from tune_selcopy.analysis import evidence, formats
+from tune_selcopy.analysis import stats as st
 from tune_selcopy.errors import UserError
-from tune_selcopy.logs import METRIC_COLUMNS, load_logs
-from tune_selcopy.sentences import verdict_sentences
+from tune_selcopy.trial_logs import METRIC_COLUMNS, load_logs
 
 #: Metrics the evidence and the plot can be computed on (``--metric``).
 EVIDENCE_METRICS = METRIC_COLUMNS + ("throughput", "train_time_s")
@@ -248,11 +247,10 @@ def _analyze_group(df: pd.DataFrame, metric: str, sort: str | None, alpha: float
         unfinished_ids=sorted(str(t) for t in unfinished_rows["trial_id"].unique()),
         nan_only={s.name: s.nan_seeds for s in every.values() if not len(s.final) and s.nan_seeds},
     )
-    result.sentences = verdict_sentences(result)
     return result
 
 
-def analyze(
+def experiment_results(
     path: str,
     *,
     space: str | None = None,
@@ -260,7 +258,8 @@ def analyze(
     metric: str = DEFAULT_METRIC,
     alpha: float = evidence.ALPHA,
 ) -> list[ExperimentResult]:
-    """Read the logs under ``path`` and compute one ExperimentResult per (experiment, space).
+    """Read the logs under ``path`` and compute one ExperimentResult per (experiment, space),
+    without its sentences (``report.read_results`` adds them).
 
     ``alpha`` is the family-wise error rate of the verdicts (strictly between 0 and 1).
     """

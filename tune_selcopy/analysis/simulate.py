@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from tune_selcopy.evidence import DIFFERENT, compare_settings
+from tune_selcopy.analysis.evidence import DIFFERENT, compare_settings
 
 Procedure = Callable[[Mapping[str, np.ndarray]], pd.DataFrame]
 

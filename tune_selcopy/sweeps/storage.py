@@ -3,7 +3,7 @@ enough), the exclusive claim of a sweep's folder, and telling storage failures t
 retry cannot fix from those it can.
 
 Storage is a local folder or a URI that pyarrow's filesystems open (``file://``,
-``s3://``, ``gs://``); paths are resolved by ``logs.resolve``.
+``s3://``, ``gs://``); paths are resolved by ``uris.resolve``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TypeVar
 import pyarrow.fs as pafs
 
 from tune_selcopy.errors import UserError, one_line
-from tune_selcopy.logs import resolve
+from tune_selcopy.uris import resolve
 
 T = TypeVar("T")
 

@@ -7,7 +7,9 @@ A space is declared in one of three ways, and all three resolve to the same plai
 - a YAML space file (``name``, ``description``, ``seeds``, ``grid``, ``fixed``,
   ``exclude``), read with ``yaml.safe_load`` only;
 - an experiment file of the reference tool (a top-level ``matrix:``), translated by
-  ``tune_selcopy.reference``.
+  ``reference_files``.
+
+``space_sources`` finds and reads them; this module is the space itself and its values.
 
 Every value is checked on its own when the space is resolved (a value no setting could
 use is an error naming its key); a grid combination whose config is invalid only as a
@@ -18,31 +20,24 @@ channels) is dropped and counted.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import itertools
 import math
-import os
-import pkgutil
 import re
 import typing
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-import search_spaces
 from tune_selcopy.errors import UserError
-from tune_selcopy.model import parse_attention
-from tune_selcopy.train import TrialConfig
+from tune_selcopy.science.model import parse_attention
+from tune_selcopy.science.trial import TrialConfig
 
 # Trial-config keys a space may set; the seed is the dimension a sweep repeats.
 FIELD_TYPES: dict[str, Any] = {k: v for k, v in typing.get_type_hints(TrialConfig).items() if k != "seed"}
-SPACE_FILE_SUFFIXES = (".yaml", ".yml")
-# A sweep is named NAME-YYYYmmdd-HHMMSS[-N]; run.py allows sweep names of 100 characters.
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
+# A space name: at most 80 characters, so that its default sweep name NAME-YYYYmmdd-HHMMSS[-N]
+# stays within the 100 characters of a sweep name (folder.SWEEP_NAME).
+SPACE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
 
 
 # --- Values ----------------------------------------------------------------------------
@@ -300,103 +295,8 @@ def _exclude_entry(index: int, entry: Any, grid: Mapping[str, Any]) -> dict[str,
         raise UserError(f"exclude entry {index}: {', '.join(unknown)} not a grid key (grid keys: {', '.join(grid)})")
     return {key: _checked(f"exclude entry {index}", key, value) for key, value in entry.items()}
 
-
-# --- Loading -----------------------------------------------------------------------------
-
-
-def available_spaces() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(search_spaces.__path__) if not m.name.startswith("_"))
-
-
-def is_space_file(spec: str) -> bool:
-    """A space argument names a file (rather than a module) when it looks like a path."""
-    return spec.endswith(SPACE_FILE_SUFFIXES) or os.sep in spec or os.path.isfile(spec)
-
-
-def load_space(spec: str) -> Space:
-    """A module name (``attn_act``) or a YAML file: our format or a reference experiment."""
-    if is_space_file(spec):
-        return load_space_file(spec)
-    known = available_spaces()
-    if spec not in known:
-        raise UserError(f"unknown space {spec!r}; available: {', '.join(known)}, or a .yaml space file")
-    space = getattr(importlib.import_module(f"search_spaces.{spec}"), "SPACE", None)
-    if not isinstance(space, Space):
-        raise UserError(f"search_spaces/{spec}.py defines no SPACE = Space(...)")
-    return space
-
-
-def space_name_of(spec: str) -> str:
-    """The space name a SPACE argument stands for (logs and saved sweeps carry names):
-    a module name is itself, a file declares its own (a missing file is an error)."""
-    return load_space_file(spec).name if is_space_file(spec) else spec
-
-
-def read_yaml(path: str) -> Any:
-    """``yaml.safe_load`` of a file; every failure is one line naming the file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return yaml.safe_load(f)
-    except FileNotFoundError:
-        raise UserError(f"space file {path} does not exist") from None
-    except OSError as exc:
-        raise UserError(f"cannot read space file {path}: {exc.strerror}") from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise UserError(f"space file {path} is not valid YAML: {where}{exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"space file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-
-
-SPACE_FILE_KEYS = ("name", "description", "seeds", "grid", "fixed", "exclude")
-
-
-def load_space_file(path: str) -> Space:
-    data = read_yaml(path)
-    if isinstance(data, Mapping) and "matrix" in data:
-        from tune_selcopy.reference import space_from_reference
-
-        return space_from_reference(data, path)
-    return space_from_yaml(data, path)
-
-
 def space_name(text: Any, path: str) -> str:
     """A space name must be usable in folder names (sweeps are ``NAME-YYYYmmdd-HHMMSS``)."""
-    if not isinstance(text, str) or not NAME_PATTERN.fullmatch(text):
+    if not isinstance(text, str) or not SPACE_NAME.fullmatch(text):
         raise UserError(f"space file {path}: name {text!r} must be 1-80 letters, digits, '_', '.' or '-'")
     return text
-
-
-def space_from_yaml(data: Any, path: str) -> Space:
-    """Our space file format (see README); every value is checked by ``Space.resolve``."""
-    if not isinstance(data, Mapping):
-        raise UserError(f"space file {path}: expected a mapping with keys {', '.join(SPACE_FILE_KEYS)}")
-    unknown = [str(key) for key in data if key not in SPACE_FILE_KEYS]
-    if unknown:
-        raise UserError(f"space file {path}: unknown key {', '.join(unknown)}; known: {', '.join(SPACE_FILE_KEYS)}")
-    missing = [key for key in ("seeds", "grid") if key not in data]
-    if missing:
-        raise UserError(f"space file {path}: missing {', '.join(missing)}")
-    seeds = data["seeds"]
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise UserError(f"space file {path}: seeds must be an integer >= 1, got {seeds!r}")
-    grid, fixed = data["grid"], data.get("fixed") or {}
-    for part, value in (("grid", grid), ("fixed", fixed)):
-        if not isinstance(value, Mapping):
-            raise UserError(f"space file {path}: {part} must map trial-config keys to values")
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise UserError(f"space file {path}: grid {key}: expected a non-empty list of values, got {values!r}")
-    exclude = data.get("exclude") or []
-    if not isinstance(exclude, list):
-        raise UserError(f"space file {path}: exclude must be a list of partial settings")
-    return Space(
-        name=space_name(data.get("name", Path(path).stem), path),
-        description=str(data.get("description", "")),
-        grid=grid,
-        seeds=seeds,
-        fixed=fixed,
-        exclude=exclude,
-        source=path,
-    )

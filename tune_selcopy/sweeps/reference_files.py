@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from tune_selcopy.errors import UserError
-from tune_selcopy.spaces import Space, coerce, space_name
-from tune_selcopy.train import TrialConfig
+from tune_selcopy.science.trial import TrialConfig
+from tune_selcopy.sweeps.spaces import Space, coerce, space_name
 
 # Published short name -> trial-config key.
 SHORT_NAMES: dict[str, str] = {

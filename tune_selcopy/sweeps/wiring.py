@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from tune_selcopy.data import batches
 from tune_selcopy.errors import UserError
-from tune_selcopy.train import Trial, TrialConfig
+from tune_selcopy.science.task import batches
+from tune_selcopy.science.trial import Trial, TrialConfig
 
 PROBE_SEED = 0
 PROBE_STEPS = 2

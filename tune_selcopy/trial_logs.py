@@ -25,6 +25,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from tune_selcopy.errors import UserError, one_line
+from tune_selcopy.uris import join, resolve
 
 LOGS_DIR = "logs"
 # The identity and run columns every row has, before the config values and metrics.
@@ -39,18 +40,6 @@ PROGRESS_COLUMNS = ("validation_index", "num_validations", "num_inputs")
 RUN_COLUMNS = ("model_params", "train_time_s", "throughput")
 REQUIRED_COLUMNS = ID_COLUMNS + PROGRESS_COLUMNS + METRIC_COLUMNS + RUN_COLUMNS
 NUMERIC_COLUMNS = ("seed",) + PROGRESS_COLUMNS + METRIC_COLUMNS + RUN_COLUMNS
-
-
-def resolve(uri_or_path: str) -> tuple[pafs.FileSystem, str]:
-    """A filesystem and a path in it for a local path or a ``scheme://`` URI."""
-    if "://" not in uri_or_path:
-        return pafs.LocalFileSystem(), posixpath.abspath(posixpath.expanduser(uri_or_path))
-    return pafs.FileSystem.from_uri(uri_or_path)
-
-
-def join(base: str, *parts: str) -> str:
-    """Join path parts onto a local path or a URI (which ``os.path`` would mangle)."""
-    return posixpath.join(base, *parts)
 
 
 def logs_uri(storage: str, experiment: str) -> str:

@@ -1,4 +1,4 @@
-"""The Ray Tune function trainable: a thin edge around ``train.Trial``.
+"""The Ray Tune function trainable: a thin edge around ``science.trial.Trial``.
 
 Tune concerns stay here: which device the trial's resource share means, checkpoints,
 ``tune.report`` and the Parquet row of each validation. The training loop itself runs and
@@ -17,10 +17,11 @@ import ray
 import torch
 from ray import tune
 
-from tune_selcopy import logs, storage
+from tune_selcopy import trial_logs
 from tune_selcopy.errors import UserError, one_line
-from tune_selcopy.sweeps import IntactStateKeeper
-from tune_selcopy.train import Trial, TrialConfig
+from tune_selcopy.science.trial import Trial, TrialConfig
+from tune_selcopy.sweeps import storage
+from tune_selcopy.sweeps.folder import IntactStateKeeper
 
 # Test-only fault injection: the trial process dies right after writing the Parquet row of
 # this validation (before its checkpoint is registered), on its first attempt only.
@@ -85,7 +86,7 @@ def _train(config: dict[str, Any], run: RunInfo) -> None:
     # Ray snapshots its experiment state every 10 s or so: a driver killed just after a
     # trial ended resumes that trial from an earlier checkpoint. Its last row says it
     # is done, so report that instead of training it again.
-    if not trial.finished and (done := logs.read_row(run.logs, trial_id, trial_config.num_validations)):
+    if not trial.finished and (done := trial_logs.read_row(run.logs, trial_id, trial_config.num_validations)):
         tune.report(done)
         return
     crash_after = int(os.environ.get(CRASH_ENV, "0")) if checkpoint is None else 0
@@ -98,7 +99,7 @@ def _train(config: dict[str, Any], run: RunInfo) -> None:
         **trial_config.flat(),
     }
     for row in trial.validations():
-        logs.write_row(run.logs, trial_id, {**identity, **row})
+        trial_logs.write_row(run.logs, trial_id, {**identity, **row})
         if row["validation_index"] == crash_after:
             os._exit(1)
         with tempfile.TemporaryDirectory() as directory:
@@ -108,7 +109,7 @@ def _train(config: dict[str, Any], run: RunInfo) -> None:
 
 class KeepIntactState(tune.Callback):
     """Driver-side: a copy of Ray's last intact experiment state in the sweep folder,
-    kept up to date while the sweep runs (``sweeps.IntactStateKeeper``), so that a state
+    kept up to date while the sweep runs (``folder.IntactStateKeeper``), so that a state
     file cut short by a full disk does not end the sweep."""
 
     INTERVAL_S = 2.0

@@ -18,13 +18,17 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from tune_selcopy import logs, storage
+from tune_selcopy import trial_logs, uris
 from tune_selcopy.errors import UserError, one_line
-from tune_selcopy.spaces import ResolvedSpace, load_space
+from tune_selcopy.sweeps import storage
+from tune_selcopy.sweeps.space_sources import load_space
+from tune_selcopy.sweeps.spaces import ResolvedSpace
 
 RUN_FILE = "tune_selcopy.json"  # the sweep's own settings, read back by --resume
 RUN_FILE_FORMAT = "tune_selcopy sweep settings, version 1"
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+# A sweep is one folder directly under the storage: its name cannot leave it. (A space name is
+# shorter, spaces.SPACE_NAME, so that its default sweep name NAME-YYYYmmdd-HHMMSS[-N] fits.)
+SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ class SweepSettings:
 
         ``UserError`` for anything that is not one of ours (corrupt, foreign, other version).
         """
-        where = logs.join(storage, name, RUN_FILE)
+        where = uris.join(storage, name, RUN_FILE)
         try:
             values = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -88,12 +92,12 @@ def trial_overrides(max_inputs: int | None, val_count: int | None) -> dict[str, 
 
 
 def experiment_uri(settings: SweepSettings) -> str:
-    return logs.join(settings.storage, settings.name)
+    return uris.join(settings.storage, settings.name)
 
 
 def save_settings(settings: SweepSettings) -> None:
     """Rewrite the sweep's settings file (the folder is already claimed)."""
-    fs, path = logs.resolve(logs.join(experiment_uri(settings), RUN_FILE))
+    fs, path = uris.resolve(uris.join(experiment_uri(settings), RUN_FILE))
     with fs.open_output_stream(path) as out:
         out.write(settings.to_json())
 
@@ -127,7 +131,7 @@ def claim_new_sweep(settings: SweepSettings, numbered: bool) -> SweepSettings:
 
 def release_sweep(settings: SweepSettings) -> None:
     """Undo ``claim_sweep`` for a sweep that never started, so its name can be used again."""
-    fs, path = logs.resolve(experiment_uri(settings))
+    fs, path = uris.resolve(experiment_uri(settings))
     try:
         fs.delete_dir(path)
     except OSError:
@@ -135,14 +139,14 @@ def release_sweep(settings: SweepSettings) -> None:
 
 
 def load_settings(storage_uri: str, name: str) -> SweepSettings:
-    fs, path = logs.resolve(logs.join(storage_uri, name, RUN_FILE))
+    fs, path = uris.resolve(uris.join(storage_uri, name, RUN_FILE))
     try:
         with fs.open_input_stream(path) as stream:
             data = stream.read()
     except FileNotFoundError:
-        raise UserError(f"nothing to resume: no sweep at {logs.join(storage_uri, name)}") from None
+        raise UserError(f"nothing to resume: no sweep at {uris.join(storage_uri, name)}") from None
     except OSError as exc:
-        raise UserError(f"cannot read {logs.join(storage_uri, name, RUN_FILE)}: {one_line(exc, 300)}") from None
+        raise UserError(f"cannot read {uris.join(storage_uri, name, RUN_FILE)}: {one_line(exc, 300)}") from None
     return SweepSettings.from_json(data, storage_uri, name)
 
 
@@ -152,7 +156,7 @@ def latest_sweep(storage_uri: str, space: str) -> str:
     Folders whose settings file cannot be read are skipped, not fatal: one damaged
     neighbour must not block resuming another sweep.
     """
-    fs, root = logs.resolve(storage_uri)
+    fs, root = uris.resolve(storage_uri)
     try:
         entries = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
         candidates = [e.base_name for e in entries if e.type == pafs.FileType.Directory]
@@ -223,7 +227,7 @@ class IntactStateKeeper:
                 return
             data = _read(self.fs, newest.path)
             if data is not None and _intact(data):
-                logs.write_atomically(self.fs, posixpath.join(self.path, INTACT_STATE), data)
+                trial_logs.write_atomically(self.fs, posixpath.join(self.path, INTACT_STATE), data)
                 self._copied = (newest.base_name, newest.mtime_ns, newest.size)
         except OSError:
             pass
@@ -234,7 +238,7 @@ def check_experiment_state(settings: SweepSettings) -> str | None:
     would run a trial with an empty config); when the newest one is damaged (e.g. cut
     short by a full disk), put the last intact copy in its place and return a line that
     says so; refuse if there is none."""
-    fs, path = logs.resolve(experiment_uri(settings))
+    fs, path = uris.resolve(experiment_uri(settings))
     try:
         newest = _newest_state(fs, path)
     except OSError as exc:
@@ -253,12 +257,12 @@ def check_experiment_state(settings: SweepSettings) -> str | None:
         raise UserError(
             f"cannot resume {experiment_uri(settings)}: Ray's experiment state {newest.base_name} is "
             f"damaged or empty and there is no intact copy; the Parquet logs in "
-            f"{logs.logs_uri(settings.storage, settings.name)} are intact, but the unfinished trials cannot be "
+            f"{trial_logs.logs_uri(settings.storage, settings.name)} are intact, but the unfinished trials cannot be "
             "continued"
         )
     try:
         saved = fs.get_file_info(copy_path).mtime
-        logs.write_atomically(fs, newest.path, copy)
+        trial_logs.write_atomically(fs, newest.path, copy)
     except OSError as exc:
         raise UserError(f"cannot restore {newest.path} from its intact copy: {one_line(exc, 300)}") from None
     when = f" (saved {saved:%Y-%m-%d %H:%M:%S %Z})" if saved else ""

@@ -13,11 +13,11 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from tune_selcopy import evidence
+from tune_selcopy.analysis import evidence
+from tune_selcopy.analysis.formats import IntRange, fmt_float, fmt_p, plural
+from tune_selcopy.analysis.reproduction import SIDE_COLUMNS, ReferenceCheck
+from tune_selcopy.analysis.results import TABLE_COLUMNS, ExperimentResult
 from tune_selcopy.errors import UserError, one_line
-from tune_selcopy.formats import IntRange, fmt_float, fmt_p, plural
-from tune_selcopy.reproduction import SIDE_COLUMNS, ReferenceCheck
-from tune_selcopy.results import TABLE_COLUMNS, ExperimentResult
 
 
 class EvidenceColumn(NamedTuple):

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tune_selcopy import evidence
+from tune_selcopy.analysis import evidence
+from tune_selcopy.analysis.formats import fmt_p, join_names, plural
+from tune_selcopy.analysis.results import EVIDENCE_METRICS, TABLE_COLUMNS, ExperimentResult
 from tune_selcopy.errors import UserError, one_line
-from tune_selcopy.formats import fmt_p, join_names, plural
-from tune_selcopy.results import EVIDENCE_METRICS, TABLE_COLUMNS, ExperimentResult
 
 ONLY_OURS = "only in ours"
 ONLY_REFERENCE = "only in the reference"
@@ -54,7 +54,7 @@ class Reference:
 
 def shipped(name: str) -> Path | None:
     """The reference shipped with the search spaces under ``name`` (e.g. ``attn_act``), or None."""
-    ref = resources.files("search_spaces") / "reference" / f"{name}.csv"
+    ref = resources.files("tune_selcopy.search_spaces") / "reference" / f"{name}.csv"
     return Path(str(ref)) if ref.is_file() else None
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from tune_selcopy import evidence, stats
-from tune_selcopy.formats import fmt_float, fmt_p, join_names, plural
-from tune_selcopy.logs import METRIC_COLUMNS
+from tune_selcopy.analysis import evidence, stats
+from tune_selcopy.analysis.formats import fmt_float, fmt_p, join_names, plural
+from tune_selcopy.trial_logs import METRIC_COLUMNS
 
 if TYPE_CHECKING:
-    from tune_selcopy.results import ExperimentResult
+    from tune_selcopy.analysis.results import ExperimentResult
 
 
 def verdict_sentences(result: ExperimentResult) -> list[str]:

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from tune_selcopy import stats as st
+from tune_selcopy.analysis import stats as st
 
 ALPHA = 0.05
 CI_LEVEL = 0.95
