@@ -573,9 +573,72 @@ def test_summary_rows_are_compared_with_welch(tmp_path, published):
     assert float(rows["softmax"]["reference mean"]) == 3.0 and rows["elu+1"]["reference n"] == "5"
 
 
+# A published table of summary rows (mean, std, n = 10) keyed by attn, qkv and attnact, and a
+# sweep of attn x qkv that holds attnact fixed at elu+1 (a space file's ``fixed:``).
+PUBLISHED_SUMMARY = (
+    "attn,qkv,attnact,validation_sample_error%,validation_sample_error% (std),trials\n"
+    '"0,0,T",QK,elu+1,1.85,1.47,10\n"0,0,T",QKV,elu+1,2.0,1.85,10\n"0,0,8",QK,elu+1,6.0,1.85,10\n'
+    '"0,0,8",QKV,elu+1,2.0,1.85,10\n"0,0,T",QK,dpfp,1.0,1.0,10\n'
+)
+SWEEP_VALUES = {("0,0,T", "QK"): [1.0, 3.0, 2.1], ("0,0,T", "QKV"): [1.2, 2.9, 2.2],
+                ("0,0,8", "QK"): [5.0, 7.1, 6.0], ("0,0,8", "QKV"): [0.9, 3.0, 1.4]}
+
+
+@pytest.mark.parametrize("seeds", [1, 2, 3])
+def test_summary_reference_keyed_by_a_fixed_key_with_few_seeds(tmp_path, seeds):
+    """Every seed count gives verdicts, not a traceback (2 seeds against n = 10 is ~1.7
+    degrees of freedom, where scipy's noncentral t fails), and the key the sweep held fixed
+    selects the reference rows with its logged value."""
+    for (attn, qkv), values in SWEEP_VALUES.items():
+        for seed, v in enumerate(values[:seeds], start=1):
+            write_trial(tmp_path, "inv", "attn_invent_small", ["attn", "qkv"],
+                        {"attn": attn, "qkv": qkv, "attnact": "elu+1"}, seed, {"validation_sample_error%": v},
+                        num_validations=2)
+    ref = tmp_path / "published.csv"
+    ref.write_text(PUBLISHED_SUMMARY)
+    doc = json.loads(report(str(tmp_path / "inv"), fmt="json", reference=str(ref)))
+    check = doc["experiments"][0]["reference_check"]
+    rows = {(r["attn"], r["qkv"], r["attnact"]): r for r in check["rows"]}
+    assert set(rows) == {("0,0,T", "QK", "elu+1"), ("0,0,T", "QKV", "elu+1"), ("0,0,8", "QK", "elu+1"),
+                         ("0,0,8", "QKV", "elu+1"), ("0,0,T", "QK", "dpfp")}
+    assert rows[("0,0,T", "QK", "dpfp")]["verdict"] == "only in the reference"
+    assert rows[("0,0,T", "QK", "dpfp")]["setting"] == ""
+    compared = [r for k, r in rows.items() if k[2] == "elu+1"]
+    assert all(r["test"] == "Welch (summary)" and r["reference n"] == 10 and r["ours n"] == seeds for r in compared)
+    text = " ".join(check["sentences"])
+    if seeds == 1:
+        assert {r["verdict"] for r in compared} == {"inconclusive: too few seeds"} and check["tests"] == 0
+        assert "(1 vs 10 seeds: Welch's t-test needs 2 seeds on each side)" in text
+    else:
+        assert check["tests"] == 4
+        for r in compared:
+            assert r["verdict"] in ("consistent with the reference", "differs from the reference")
+            if r["verdict"] == "consistent with the reference":
+                a = np.array(SWEEP_VALUES[(r["attn"], r["qkv"])][:seeds])
+                ref_std = {("0,0,T", "QK"): 1.47}.get((r["attn"], r["qkv"]), 1.85)
+                assert r["detectable"] == pytest.approx(st.welch_detectable_difference(
+                    np.std(a, ddof=1), seeds, ref_std, 10, 0.05 / 4))
+                assert r["detectable"] > 0 and r["detectable_note"] == ""
+        assert "Only in the reference, not compared: attn=0,0,T qkv=QK attnact=dpfp." in text
+
+
+def test_a_fixed_key_with_another_value_is_only_in_the_reference(tmp_path, published):
+    """The published attn_act logs hold qkv=QK and attn=0,0,T; a reference row with qkv=QKV is
+    not ours, and a reference keyed by a column the sweep never varied (channels) still works."""
+    ref = tmp_path / "ref.csv"
+    ref.write_text("channels,attnact,validation_sample_error%\n" + "".join(
+        f"{ch},{act},{v}\n" for ch in (64, 32) for act in ("elu+1", "dpfp") for v in (0.3, 0.5, 0.7, 0.9, 1.1)))
+    doc = json.loads(report(str(published), fmt="json", reference=str(ref)))
+    rows = doc["experiments"][0]["reference_check"]["rows"]
+    assert [(r["channels"], r["attnact"], r["verdict"]) for r in rows] == [
+        ("64", "elu+1", "consistent with the reference"), ("64", "dpfp", "consistent with the reference"),
+        ("32", "elu+1", "only in the reference"), ("32", "dpfp", "only in the reference")]
+    assert [r["ours n"] for r in rows[:2]] == [5, 5] and rows[2]["ours n"] is None
+
+
 @pytest.mark.parametrize("case", [
     "missing", "empty", "header only", "no metric", "not a number", "ragged", "summary without trials",
-    "repeated summary", "negative std", "unknown key", "keys too coarse",
+    "repeated summary", "negative std", "unknown key", "no common setting", "keys too coarse",
 ])
 def test_bad_reference_files_are_one_line_errors(capsys, tmp_path, published, case):
     ref = tmp_path / "ref.csv"
@@ -591,6 +654,7 @@ def test_bad_reference_files_are_one_line_errors(capsys, tmp_path, published, ca
                             "elu+1,0.5,0.1,5\nelu+1,0.6,0.1,5\n",
         "negative std": "attnact,validation_sample_error%,validation_sample_error% (std),n\nelu+1,0.5,-0.1,5\n",
         "unknown key": "attn_act,validation_sample_error%\nelu+1,0.5\n",
+        "no common setting": 'qkv,attn,attnact,validation_sample_error%\nQK,"0,0,T",softmax,0.5\n',
         "keys too coarse": "qkv,validation_sample_error%\nQK,0.5\n",
     }[case]
     if text is not None:
@@ -607,7 +671,9 @@ def test_bad_reference_files_are_one_line_errors(capsys, tmp_path, published, ca
         "summary without trials": "need a trials (or n) column",
         "repeated summary": "line 3: a second summary row for elu+1",
         "negative std": "n must be a whole number >= 1 and validation_sample_error% (std) >= 0",
-        "unknown key": "its key columns (attn_act) are not grid keys of any experiment",
+        "unknown key": "its key columns (attn_act) are neither grid keys nor logged config values of any experiment",
+        "no common setting": "none of its rows is a setting of ours (experiment attn_act has qkv=QK attn=0,0,T "
+                             "attnact=elu+1 and qkv=QK attn=0,0,T attnact=dpfp)",
         "keys too coarse": "do not tell apart the settings attnact=elu+1 and attnact=dpfp",
     }[case]
     assert expected in err and str(ref) in err

@@ -52,7 +52,9 @@ def best_and_verdicts(result: ExperimentResult) -> list[str]:
     if diff:
         out.append(f"Different from {best} at alpha {alpha:g} ({family}): {join_names([holm_p(lab) + ')' for lab in diff])}.")
     if same:
-        items = [f"{holm_p(lab)}; a difference of {fmt_p(ev.loc[lab, 'detectable'])} would have been found with "
+        items = [f"{holm_p(lab)}; the difference these seeds would have found is {ev.loc[lab, 'detectable_note']})"
+                 if ev.loc[lab, "detectable_note"] else
+                 f"{holm_p(lab)}; a difference of {fmt_p(ev.loc[lab, 'detectable'])} would have been found with "
                  f"{evidence.POWER:.0%} power)" for lab in same]
         out.append(f"Indistinguishable from {best} at alpha {alpha:g} ({family}): {join_names(items)}.")
     if few:
