@@ -51,7 +51,7 @@ def test_fixture_is_the_published_individual_table():
 
 
 def test_published_table_reproduces_the_summary_row(published):
-    text = report(str(published))
+    text = report(str(published), detail=True)
     header, body = parse_pipe_tables(text)[0]
     assert header == [
         "qkv", "attn", "attnact", "validation loss", "validation_mask_error%", "train_sample_error%",
@@ -107,7 +107,7 @@ def test_published_evidence_and_verdict(published_results):
 
 
 def test_markdown_parses_back_into_the_same_numbers(published, published_results):
-    text = report(str(published))
+    text = report(str(published), detail=True)
     (header, body), (eheader, ebody) = parse_pipe_tables(text)[:2]
     (res,) = published_results
     recs = records(res)
@@ -219,7 +219,7 @@ def test_power_note_when_significance_is_impossible(tmp_path):
 def test_sort_and_several_experiments(tmp_path):
     published_fixture(tmp_path)
     separated_fixture(tmp_path, n=3, experiment="sep")
-    text = report(str(tmp_path), sort="attnact")
+    text = report(str(tmp_path), sort="attnact", detail=True)
     assert text.index("## attn_act (space attn_act)") < text.index("## sep (space attn_act)")
     tables = parse_pipe_tables(text)
     assert len(tables) == 4  # table + evidence per experiment
@@ -238,7 +238,7 @@ def test_sort_and_several_experiments(tmp_path):
 def test_metric_option_drives_the_evidence(published):
     res = read_results(str(published), metric="validation_loss")[0]
     assert res.evidence.loc["qkv=QK attn=0,0,T attnact=dpfp", "mean"] == pytest.approx(0.000896075, rel=1e-6)
-    assert "Evidence on validation_loss" in report(str(published), metric="validation_loss")
+    assert "Evidence on validation_loss" in report(str(published), metric="validation_loss", detail=True)
 
 
 # ---------------------------------------------------------------------------
@@ -254,7 +254,7 @@ def test_unfinished_trials_and_one_seed_settings(tmp_path):
                 {"validation_sample_error%": 0.3})
     write_trial(tmp_path, "attn_act", "attn_act", ["qkv", "attn", "attnact"], {"attnact": "relu"}, 1,
                 {"validation_sample_error%": 0.3}, upto=2)
-    text = report(str(tmp_path))
+    text = report(str(tmp_path), detail=True)
     header, body = parse_pipe_tables(text)[0]
     rows = {r[2]: r for r in body}
     assert set(rows) == {"elu+1", "dpfp", "softmax"}
@@ -272,14 +272,14 @@ def test_unfinished_trials_and_one_seed_settings(tmp_path):
     # a one-seed setting that is not the best
     write_trial(tmp_path, "attn_act", "attn_act", ["qkv", "attn", "attnact"], {"attnact": "softmax"}, 1,
                 {"validation_sample_error%": 3.0}, trial_id="attn_act_QK_00T_softmax_s1")
-    text = report(str(tmp_path))
+    text = report(str(tmp_path), detail=True)
     assert "however large: attnact=softmax (5 vs 1 seeds" in text
     assert "Indistinguishable from attnact=dpfp at alpha 0.05" in text
 
 
 def test_no_finished_trials_yet(tmp_path):
     write_trial(tmp_path, "e", "s", ["attnact"], {}, 1, {}, upto=3)
-    text = report(str(tmp_path))
+    text = report(str(tmp_path), detail=True)
     assert "No finished trials yet." in text
     assert "left out of the statistics: 1 of 1 trials (attnact=elu+1: 1)." in text
 
@@ -300,9 +300,12 @@ def run_main(capsys, *argv):
 
 def test_cli_markdown_and_csv(capsys, published):
     rc, out, err = run_main(capsys, published)
-    assert rc == 0 and err == "" and "| QK    | 0,0,T  | elu+1" in out
+    assert rc == 0 and err == "" and "| elu+1     |   5 |" in out and "(min)" not in out
+    rc, out, err = run_main(capsys, published, "--detail")
+    assert rc == 0 and err == "" and "| QK    | 0,0,T  | elu+1" in out and "(min)" in out
     rc, out, err = run_main(capsys, published, "--format", "csv")
     assert rc == 0 and out.startswith("experiment,space,setting,qkv,attn,attnact,validation loss")
+    assert err.startswith("attn_act: attnact: no difference supported with 5 seeds each")
     assert "Indistinguishable" in err and "All 10 trials finished." in err
 
 
@@ -310,7 +313,7 @@ def test_space_option_takes_a_space_file(capsys, published, tmp_path):
     """--space also takes a space file: the name it declares (or its file name) is used."""
     reference = Path(__file__).resolve().parents[1] / "search_spaces" / "reference" / "attn_act.yml"
     rc, out, err = run_main(capsys, published, "--space", str(reference))
-    assert rc == 0 and "| QK    | 0,0,T  | elu+1" in out
+    assert rc == 0 and "| elu+1     |   5 |" in out
     other = tmp_path / "other.yaml"
     other.write_text("name: other\nseeds: 1\ngrid: {qkv: [QK]}\n")
     rc, out, err = run_main(capsys, published, "--space", str(other))
@@ -372,25 +375,47 @@ def test_errors_are_one_line_with_exit_code_2(capsys, tmp_path, case):
 # ---------------------------------------------------------------------------
 
 
-def test_plot_is_a_valid_png(published, tmp_path):
-    file = tmp_path / "curves.png"
-    text = report(str(published), plot=str(file))
-    assert f"Plot written to {file}." in text
+def _png_size(file: Path) -> tuple[int, int]:
     data = file.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height = struct.unpack(">II", data[16:24])
-    assert (width, height) == (900, 480)
     assert 10_000 < len(data) < 1_000_000
     import matplotlib.image
 
     img = matplotlib.image.imread(file)
-    assert img.shape[:2] == (480, 900)
     assert img[..., :3].std() > 0.05  # not a blank canvas
+    return struct.unpack(">II", data[16:24])
+
+
+def test_plots_are_valid_pngs(published, tmp_path):
+    file = tmp_path / "curves.png"
+    text = report(str(published), plot=str(file))
+    intervals = tmp_path / "intervals.png"
+    assert f"Plots written to {file} and {intervals}." in text
+    assert _png_size(file) == (900, 480)
+    width, height = _png_size(intervals)
+    assert width == 1200 and 250 < height < 400  # two settings: one row of three panels
+    doc = json.loads(report(str(published), plot=str(tmp_path / "x.png"), fmt="json"))
+    assert doc["plot"] == str(tmp_path / "x.png") and doc["plots"] == [doc["plot"], str(tmp_path / "x-intervals.png")]
+
+
+def test_interval_plot_of_many_settings_and_experiments(tmp_path):
+    rng = np.random.default_rng(3)
+    for a in ("0,0,T", "0,0,1", "0,0,4", "0,0,8"):
+        for q in ("QK", "QV", "KV", "QKV"):
+            for seed in range(1, 6):
+                write_trial(tmp_path, "inv", "s", ["attn", "qkv"], {"attn": a, "qkv": q}, seed,
+                            {"validation_sample_error%": float(rng.lognormal(0, 1))}, num_validations=2)
+    published_fixture(tmp_path)
+    write_trial(tmp_path, "waiting", "s", ["attnact"], {}, 1, {}, upto=1)  # no finished trials: a note
+    report(str(tmp_path), plot=str(tmp_path / "p.png"))
+    width, height = _png_size(tmp_path / "p-intervals.png")
+    assert width == 1200 and height > 1000  # 16 + 2 settings: one row each (the empty experiment has none)
 
 
 def test_plot_unwritable_is_a_user_error(capsys, published, tmp_path):
     rc, out, err = run_main(capsys, published, "--plot", tmp_path / "missing_dir" / "x.png")
-    assert rc == 2 and "cannot write plot" in err and err.count("\n") == 1
+    assert rc == 2 and err == f"error: cannot write plot {tmp_path / 'missing_dir' / 'x.png'}: no folder " \
+                              f"{tmp_path / 'missing_dir'}\n"
 
 
 # ---------------------------------------------------------------------------
@@ -422,7 +447,7 @@ def test_nan_seeds_are_left_out_counted_and_named(tmp_path):
     _two_settings(tmp_path, {"a": [1.0, math.nan, 1.2, 1.1, math.nan], "b": [2.0, 2.1, 2.2, 2.3, 2.4]})
     write_trial(tmp_path, "e", "attn_act", ["attnact"], {"attnact": "c"}, 1,
                 {"validation_sample_error%": math.nan}, num_validations=2)
-    text = report(str(tmp_path))
+    text = report(str(tmp_path), detail=True)
     (header, body), (eheader, ebody) = parse_pipe_tables(text)[:2]
     trials = {r[0]: r[-1] for r in body}
     n = {r[0]: r[eheader.index("trials")] for r in ebody}
@@ -443,19 +468,19 @@ def test_ranges_sort_numerically(tmp_path):
             write_trial(tmp_path, "e", "attn_act", ["attnact"], {"attnact": act}, seed,
                         {"validation_sample_error%": 1.0 + seed, "model_params": count}, num_validations=2)
     for sort, order in (("model params", ["c", "b", "a"]), ("model params:asc", ["a", "b", "c"])):
-        header, body = parse_pipe_tables(report(str(tmp_path), sort=sort))[0]
+        header, body = parse_pipe_tables(report(str(tmp_path), sort=sort, detail=True))[0]
         assert [r[0] for r in body] == order
         assert {r[0]: r[header.index("model params")] for r in body}["a"] == "99,000-1,100,000"
 
 
 def test_minutes_print_as_the_published_tables(tmp_path):
     _two_settings(tmp_path, {"a": [1.0, 1.1], "b": [2.0, 2.1]}, train_time_s=114.0)  # 1.90 minutes
-    header, body = parse_pipe_tables(report(str(tmp_path)))[0]
+    header, body = parse_pipe_tables(report(str(tmp_path), detail=True))[0]
     assert [r[header.index("train time (minutes)")] for r in body] == ["1.9", "1.9"]
 
 
 def test_alpha_is_one_setting_shown_wherever_it_is_used(capsys, published):
-    rc, out, err = run_main(capsys, published, "--alpha", "0.1")
+    rc, out, err = run_main(capsys, published, "--alpha", "0.1", "--detail")
     assert rc == 0, err
     assert "Verdicts at alpha 0.1: 'different' needs Holm p Mann-Whitney <= 0.1" in out  # caption
     assert "Indistinguishable from attnact=dpfp at alpha 0.1" in out
@@ -516,7 +541,7 @@ def _shifted(root: Path, by: float) -> Path:
 
 
 def test_published_runs_are_consistent_with_the_shipped_reference(capsys, published):
-    rc, out, err = run_main(capsys, published, "--reference", "attn_act")
+    rc, out, err = run_main(capsys, published, "--reference", "attn_act", "--detail")
     assert rc == 0, err
     assert ("### Reproduction check: attn_act against search_spaces/reference/attn_act.csv (shipped), "
             "individual runs") in out
@@ -530,7 +555,7 @@ def test_published_runs_are_consistent_with_the_shipped_reference(capsys, publis
     assert [r[header.index("min Holm p")] for r in body] == ["0.0159", "0.0159"]
     assert "Consistent with the reference at alpha 0.05 (two-sided Mann-Whitney, Holm over 2 settings): " \
            "attnact=elu+1 (Holm p 1; a difference of" in out
-    rc, out2, err = run_main(capsys, published, "--reference", str(SHIPPED))
+    rc, out2, err = run_main(capsys, published, "--reference", str(SHIPPED), "--detail")
     assert rc == 0 and out2.replace(str(SHIPPED), "X") == out.replace(
         "search_spaces/reference/attn_act.csv (shipped)", "X")
 
@@ -556,7 +581,7 @@ def _summary(path: Path, rows: list[tuple]) -> Path:
 def test_summary_rows_are_compared_with_welch(tmp_path, published):
     ref = _summary(tmp_path / "summary.csv", [("elu+1", 0.676752, 0.346975, 5, 0.199045),
                                               ("dpfp", 0.597134, 0.54615, 5, 0.17914), ("softmax", 3.0, 1.0, 5, 2.0)])
-    text = report(str(published), reference=str(ref))
+    text = report(str(published), reference=str(ref), detail=True)
     header, body = parse_pipe_tables(text)[2]
     verdicts = {r[0]: r[header.index("verdict")] for r in body}
     assert verdicts == {"elu+1": "consistent with the reference", "dpfp": "consistent with the reference",

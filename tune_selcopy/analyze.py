@@ -17,8 +17,9 @@ import argparse
 import sys
 
 from tune_selcopy.analysis.evidence import ALPHA
-from tune_selcopy.analysis.render import plot_curves, render_csv, render_json, render_markdown
-from tune_selcopy.analysis.report import FORMATS, notes, read_results
+from tune_selcopy.analysis.plots import save_plots
+from tune_selcopy.analysis.render import plots_line
+from tune_selcopy.analysis.report import FORMATS, notes, read_results, render
 from tune_selcopy.analysis.reproduction import check_all, read_reference
 from tune_selcopy.analysis.results import DEFAULT_METRIC
 from tune_selcopy.errors import ArgumentParser, UserError, one_line
@@ -35,7 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sort", metavar="COLUMN", help="sort column (default: validation_sample_error%%, worst first); "
                    "append :asc or :desc")
     p.add_argument("--format", dest="fmt", choices=FORMATS, default="markdown", help="output format")
-    p.add_argument("--plot", metavar="FILE.png", help="also write learning curves to this PNG")
+    p.add_argument("--plot", metavar="FILE.png", help="also write the learning curves to this PNG, and the "
+                   "intervals of each setting next to it (x.png -> x-intervals.png, x-curves.png -> x-intervals.png)")
+    p.add_argument("--detail", action="store_true", help="print the published table and every test behind the "
+                   "verdicts, not the compact table")
     p.add_argument("--metric", default=DEFAULT_METRIC, metavar="COLUMN",
                    help=f"metric for the evidence and the plot (default {DEFAULT_METRIC.replace('%', '%%')})")
     p.add_argument("--alpha", type=float, default=ALPHA, metavar="A",
@@ -56,20 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         ref = read_reference(args.reference, args.metric) if args.reference else None
         results = read_results(args.path, space=space, sort=args.sort, metric=args.metric, alpha=args.alpha)
         checks = check_all(results, ref) if ref else None
-        if args.plot:
-            plot_curves(results, args.plot)
+        plots = save_plots(results, args.plot) if args.plot else None
     except UserError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
+    sys.stdout.write(render(results, checks, args.fmt, plots, args.detail))
     if args.fmt == "csv":
-        sys.stdout.write(render_csv(results, checks))
-        lines = notes(results) + [f"{c.experiment}: {s}" for c in checks or [] for s in c.sentences]
-        for line in lines + ([f"Plot written to {args.plot}."] if args.plot else []):
+        for line in notes(results, checks) + ([plots_line(plots)] if plots else []):
             print(line, file=sys.stderr)
-    elif args.fmt == "json":
-        sys.stdout.write(render_json(results, args.plot, checks))
-    else:
-        sys.stdout.write(render_markdown(results, args.plot, checks))
     return 0
 
 
