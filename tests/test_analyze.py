@@ -8,6 +8,8 @@ import io
 import itertools
 import json
 import math
+import re
+import shlex
 import struct
 from pathlib import Path
 
@@ -158,6 +160,155 @@ def test_csv_and_json_hold_the_same_data(published):
     assert doc["experiments"][0]["unfinished_trials"] == 0
     assert (doc["experiments"][0]["alpha"], doc["experiments"][0]["pairs"]) == (0.05, 1)
     assert any("Indistinguishable" in s for s in doc["experiments"][0]["sentences"])
+
+
+# ---------------------------------------------------------------------------
+# The finding and the compact table (the default report)
+# ---------------------------------------------------------------------------
+
+
+def _sweep(root: Path, name: str, values: dict, keys: list[str], **final) -> Path:
+    """One experiment: setting (a key value, or a tuple of them) -> per-seed metric values."""
+    for setting, seeds in values.items():
+        config = dict(zip(keys, setting if isinstance(setting, tuple) else (setting,)))
+        for seed, v in enumerate(seeds, start=1):
+            write_trial(root, name, "s", keys, config, seed, {"validation_sample_error%": v, **final},
+                        num_validations=2)
+    return root / name
+
+
+def _finding(path: Path, **kw) -> str:
+    """The finding as the report prints it (wrapped at 100 columns), on one line."""
+    text = report(str(path), **kw)
+    return " ".join(text.split("\n\n")[1].split())
+
+
+def test_compact_report_of_the_published_runs(published):
+    text = report(str(published))
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert text.startswith("## attn_act (space attn_act)\n\nattnact: no difference supported with 5 seeds each")
+    assert _finding(published) == (
+        "attnact: no difference supported with 5 seeds each (dpfp 0.597%, elu+1 0.677%; Holm p 0.84; only a "
+        "difference of >= 1.1 points would have been found with 80% power).")
+    assert parse_pipe_tables(text) == [(
+        ["attnact", "n", "mean ± 95% CI", "IQM", "seeds, sorted", "verdict"],
+        [["elu+1", "5", "0.677 ± 0.43", "0.710", "0.199 0.448 0.796 0.886 1.05", "indistinguishable"],
+         ["dpfp", "5", "0.597 ± 0.68", "0.524", "0.179 0.189 0.229 1.15 1.23", "best"]])]
+    assert "every setting has qkv=QK attn=0,0,T" in " ".join(text.split())
+    # the full evidence is one option away; none of its p columns is in the default view
+    assert "Welch" not in text and "P(best better)" not in text and text.endswith("--detail.\n")
+    detail = report(str(published), detail=True)
+    assert detail.split("\n\n")[1] == _finding(published) and "Welch's test is shown, not used" in detail
+
+
+@pytest.mark.parametrize("shape", [
+    "different", "too few seeds", "one setting", "one seed each", "NaN seeds", "unfinished", "three settings",
+    "two keys", "sixteen settings", "identical", "throughput",
+])
+def test_the_finding_for_every_verdict_shape(tmp_path, shape):
+    kw = {}
+    if shape == "different":
+        path = _sweep(tmp_path, "e", {"elu+1": [5.1, 5.3, 4.9, 5.6, 5.2], "dpfp": [0.5, 0.7, 0.4, 0.6, 0.55]},
+                      ["attnact"])
+        expected = ("attnact: dpfp is better, 0.550% against 5.22% for elu+1 with 5 seeds each (Holm p 0.0079; a "
+                    "seed of dpfp beats a seed of elu+1 with probability 1.00, 95% CI 0.64-1.00).")
+    elif shape == "too few seeds":
+        path = _sweep(tmp_path, "e", {"a": [1.0, 1.01, 1.02], "b": [9.0, 9.01, 9.02]}, ["attnact"])
+        expected = ("attnact: too few seeds to tell, 3 seeds each (a 1.01%, b 9.01%; even complete separation could "
+                    "only reach Holm p 0.10 > 0.05; at least 4 untied seeds per setting are needed).")
+    elif shape == "one setting":
+        path = _sweep(tmp_path, "e", {"elu+1": [1.0, 1.2, 0.8, 1.1]}, ["attnact"])
+        expected = "attnact=elu+1: one setting, 4 seeds, mean 1.02% ± 0.27% (95% CI); nothing to compare it with."
+    elif shape == "one seed each":
+        path = _sweep(tmp_path, "e", {"elu+1": [1.0], "dpfp": [2.0]}, ["attnact"])
+        expected = ("attnact: too few seeds to tell, 1 seed each (elu+1 1.00%, dpfp 2.00%; even complete separation "
+                    "could only reach Holm p 1.0 > 0.05; at least 4 untied seeds per setting are needed).")
+    elif shape == "NaN seeds":
+        path = _sweep(tmp_path, "e", {"a": [1.0, math.nan, 1.2, 1.1, math.nan], "b": [2.0, 2.1, 2.2, 2.3, 2.4]},
+                      ["attnact"])
+        expected = ("attnact: a is better, 1.10% against 2.20% for b with 3 and 5 seeds, 2 seeds with a NaN "
+                    "validation_sample_error% left out (Holm p 0.036; a seed of a beats a seed of b with probability "
+                    "1.00, 95% CI 0.57-1.00).")
+    elif shape == "unfinished":
+        path = _sweep(tmp_path, "e", {"a": [1.0, 1.1, 1.2, 1.3], "b": [1.05, 1.15, 1.25, 1.35]}, ["attnact"])
+        write_trial(tmp_path, "e", "s", ["attnact"], {"attnact": "b"}, 9, {}, upto=1, num_validations=2)
+        expected = ("attnact: no difference supported with 4 seeds each, 1 unfinished trial not counted (a 1.15%, b "
+                    "1.20%; Holm p 0.69; only a difference of >= 0.37 points would have been found with 80% power).")
+    elif shape == "three settings":
+        path = separated_fixture(tmp_path) / "sep"
+        expected = ("attnact: best elu+1 (1.02%, 10 seeds each); softmax worse (Holm p <= 3.2e-05); dpfp "
+                    "indistinguishable from it (only differences of >= 0.095 points would have been found with 80% "
+                    "power).")
+    elif shape == "two keys":
+        # 4 vs 4 seeds reach Holm's last step (2/70 <= 0.05) but not alpha / 6 pairs, where the power is computed
+        values = {("0,0,T", "QK"): [2.0, 2.1, 2.2, 2.3], ("0,0,T", "QV"): [30.0 + i for i in range(10)],
+                  ("0,0,4", "QK"): [2.05, 2.15, 2.25, 2.35], ("0,0,4", "QV"): [40.0 + i for i in range(10)]}
+        path = _sweep(tmp_path, "e", values, ["attn", "qkv"])
+        expected = ("attn x qkv: best attn=0,0,T qkv=QK (2.15%, 4-10 seeds); attn=0,0,4 qkv=QV and attn=0,0,T "
+                    "qkv=QV worse (Holm p <= 0.010); attn=0,0,4 qkv=QK indistinguishable from it (the difference these "
+                    "seeds would have found is not computable: no split of these seeds reaches p <= 0.0083, the level "
+                    "it is computed at).")
+    elif shape == "sixteen settings":
+        rng = np.random.default_rng(0)
+        values = {(a, q): list(rng.lognormal(0, 1, 5)) for a in ("0,0,T", "0,0,1", "0,0,4", "0,0,8")
+                  for q in ("QK", "QV", "KV", "QKV")}
+        path = _sweep(tmp_path, "e", values, ["attn", "qkv"])
+        res = read_results(str(path))[0]
+        best = next(s for s in res.settings if res.evidence.loc[s.label, "verdict"] == "best")
+        expected = (f"attn x qkv: too few seeds to tell any of the 16 settings apart with 5 seeds each (lowest mean "
+                    f"{best.name}, {res.evidence.loc[best.label, 'mean']:.3g}%; Holm over 120 pairs needs at least 8 "
+                    "untied seeds per setting).")
+    elif shape == "identical":
+        path = _sweep(tmp_path, "e", {"a": [1.0, 2.0, 3.0], "b": [1.0, 2.0, 3.0]}, ["attnact"])
+        expected = ("attnact: too few seeds to tell, 3 seeds each (a 2.00%, b 2.00%; even complete separation could "
+                    "only reach Holm p 0.20 > 0.05; at least 4 untied seeds per setting are needed); warning: "
+                    "attnact=a and attnact=b gave identical results seed for seed, so the varied values probably "
+                    "never reached the model.")
+    else:  # a metric where higher is better, with its unit
+        path = tmp_path / "e"
+        for act, rates in {"a": [1500.0, 1510, 1490, 1505, 1495], "b": [1200.0, 1210, 1190, 1205, 1195]}.items():
+            for seed, r in enumerate(rates, start=1):
+                write_trial(tmp_path, "e", "s", ["attnact"], {"attnact": act}, seed,
+                            {"throughput": r, "validation_sample_error%": r / 1000}, num_validations=2)
+        kw = {"metric": "throughput"}
+        expected = ("attnact: a is better, 1,500/s against 1,200/s for b with 5 seeds each (Holm p 0.0079; a seed of "
+                    "a beats a seed of b with probability 1.00, 95% CI 0.64-1.00).")
+    assert _finding(path, **kw) == expected
+    text = report(str(path), **kw)
+    assert max(len(line) for line in text.splitlines()) <= 100
+
+
+def test_a_sweep_of_ten_seeds_fits_100_columns(tmp_path):
+    rng = np.random.default_rng(5)
+    values = {(a, q): list(np.clip(rng.lognormal(np.log(60 if q in ("QV", "KV") else 1.5), 0.8, 10), 0, 100))
+              for a in ("0,0,T", "0,0,1", "0,0,4", "0,0,8") for q in ("QK", "QV", "KV", "QKV")}
+    text = report(str(_sweep(tmp_path, "e", values, ["attn", "qkv"])))
+    assert max(len(line) for line in text.splitlines()) <= 100
+    (header, body), (sheader, sbody) = parse_pipe_tables(text)  # the seeds get a table of their own
+    assert header == ["attn", "qkv", "n", "mean ± 95% CI", "IQM", "verdict"] and len(body) == 16
+    assert sheader == ["attn", "qkv", "seeds, sorted"] and [r[:2] for r in sbody] == [r[:2] for r in body]
+    seeds = dict(((r[0], r[1]), [float(v) for v in r[2].split()]) for r in sbody)
+    for key, row in seeds.items():
+        assert row == sorted(row) and row == pytest.approx(sorted(values[key]), rel=5e-3)
+
+
+def test_the_finding_with_a_reproduction_check(tmp_path, published):
+    assert _finding(published, reference="attn_act").endswith("; both consistent with the reference.")
+    shifted = _finding(_shifted(tmp_path, 2.0), reference="attn_act")
+    assert shifted.endswith("; elu+1 (2.68% vs 0.677%) and dpfp (2.60% vs 0.597%) differ from the reference.")
+    text = report(str(_shifted(tmp_path, 2.0)), reference="attn_act")
+    assert parse_pipe_tables(text)[1] == (
+        ["attnact", "ours (n)", "reference (n)", "Holm p", "detectable (80%)", "verdict"],
+        [["elu+1", "2.68 (5)", "0.677 (5)", "0.016", "", "differs"],
+         ["dpfp", "2.60 (5)", "0.597 (5)", "0.016", "", "differs"]])
+    ref = tmp_path / "published.csv"
+    ref.write_text(PUBLISHED_SUMMARY)
+    for (attn, qkv), values in SWEEP_VALUES.items():
+        for seed, v in enumerate(values[:2], start=1):
+            write_trial(tmp_path / "fixed", "inv", "s", ["attn", "qkv"], {"attn": attn, "qkv": qkv}, seed,
+                        {"validation_sample_error%": v}, num_validations=2)
+    finding = _finding(tmp_path / "fixed", reference=str(ref))
+    assert finding.endswith("; all 4 consistent with the reference (1 row of it not in this sweep).")
 
 
 # ---------------------------------------------------------------------------
@@ -727,20 +878,40 @@ def test_shipped_example_is_a_whole_real_sweep():
     assert set(df["model_params"]) == {229_632} and set(df["qkv"]) == {"QK"} and set(df["attn"]) == {"0,0,T"}
 
 
-def test_readme_shows_what_the_quick_start_prints_for_the_example(capsys):
-    """The README's first command ends by analysing the shipped example, and the README's
-    example section holds exactly the tables that command prints."""
+def shown_analysis(readme: str) -> tuple[list[str], str]:
+    """The README's block that shows what the quick start's analysis prints, wherever it
+    sits: a fenced block whose first line is ``$ python -m tune_selcopy.analyze
+    examples/attn_act-5seeds.parquet ...`` (or ``$ tune-selcopy analyze ...``). Returns the
+    command's arguments and the text under it."""
+    command = re.compile(r"\$ (?:\.venv/bin/)?(?:python -m tune_selcopy\.analyze|tune-selcopy analyze) "
+                         rf"({re.escape(str(EXAMPLE.relative_to(ROOT)))} .*)")
+    for block in re.findall(r"^```[a-z]*\n(.*?)^```", readme, re.S | re.M):
+        first, _, printed = block.partition("\n")
+        found = command.fullmatch(first)
+        if found:
+            return shlex.split(found.group(1)), printed
+    raise AssertionError("README.md shows no analysis of the example (a ``` block starting with "
+                         "`$ python -m tune_selcopy.analyze examples/attn_act-5seeds.parquet ...`)")
+
+
+def test_readme_shows_what_the_quick_start_prints_for_the_example(capsys, tmp_path):
+    """The README's quick start ends by analysing the shipped example, and the README shows
+    exactly what that command prints, the finding first."""
     readme = (ROOT / "README.md").read_text()
-    quick = readme.split("## Quick start", 1)[1].split("```", 2)[1]
-    assert f"tune_selcopy.analyze {EXAMPLE.relative_to(ROOT)} --reference attn_act" in quick
-    rc, out, err = run_main(capsys, EXAMPLE, "--reference", "attn_act")
-    assert rc == 0 and "All 10 trials finished." in out + err
-    tables = parse_pipe_tables(out)
-    assert len(tables) == 3  # the published table, the evidence, the reproduction check
-    section = readme.split("### A real sweep", 1)[1].split("\n## ", 1)[0]
-    assert parse_pipe_tables(section) == tables
+    argv, printed = shown_analysis(readme)
+    quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert " ".join(argv) in quick  # the quick start runs the command the README shows
+    plot = argv[argv.index("--plot") + 1]
+    rc, out, err = run_main(capsys, *argv[: argv.index("--plot") + 1], tmp_path / Path(plot).name,
+                            *argv[argv.index("--plot") + 2:])
+    assert rc == 0, err
+    assert out.replace(str(tmp_path), str(Path(plot).parent)) == printed
+    heading, finding = printed.split("\n\n")[:2]
+    assert heading == "## attn_act-5seeds (space attn_act)"
+    assert finding.startswith("attnact: no difference supported with 5 seeds each")
+    assert finding.endswith("both consistent with the\nreference.")
     # 5 vs 5 seeds can reach alpha (smallest p 2/252, Holm over 2 settings against the
     # reference: 0.0159), so the tool must come to a verdict, not "too few seeds"
-    (eheader, ebody), (rheader, rbody) = tables[1:]
-    verdicts = [row[eheader.index("verdict")] for row in ebody] + [row[rheader.index("verdict")] for row in rbody]
-    assert len(verdicts) == 4 and "best" in verdicts and not any("inconclusive" in v for v in verdicts)
+    (header, body), (rheader, rbody) = parse_pipe_tables(out)
+    verdicts = [row[header.index("verdict")] for row in body] + [row[rheader.index("verdict")] for row in rbody]
+    assert verdicts == ["indistinguishable", "best", "consistent", "consistent"]

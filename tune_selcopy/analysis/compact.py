@@ -70,9 +70,10 @@ def settings_caption(result: ExperimentResult) -> str:
     u = unit(result.metric).value.strip()
     better = "lower" if result.lower_is_better else "higher"
     pairs = result.evidence.attrs.get("pairs", 0)
-    text = (f"{result.metric}{f' in {u}' if u else ''} at each seed's last validation, {better} is better; verdicts "
-            f"against the best at alpha {result.alpha:g} (two-sided Mann-Whitney, Holm over "
-            f"{plural(pairs, 'pair')} of settings)")
+    text = f"{result.metric}{f' in {u}' if u else ''} at each seed's last validation, {better} is better"
+    if pairs:
+        text += (f"; verdicts against the best at alpha {result.alpha:g} (two-sided Mann-Whitney, Holm over "
+                 f"{plural(pairs, 'pair')} of settings)")
     shared = [k for k in result.varied_keys if k not in table_keys(result)]
     if shared:
         text += "; every setting has " + " ".join(f"{k}={result.settings[0].keys[k]}" for k in shared)

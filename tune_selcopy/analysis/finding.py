@@ -61,9 +61,10 @@ def _value(result: ExperimentResult, s: Setting) -> str:
     return f"{fmt_sig(result.evidence.loc[s.label, 'mean'])}{unit(result.metric).value}"
 
 
-def _seeds(result: ExperimentResult) -> str:
-    """``5 seeds each``, ``3 and 5 seeds``, ``3-10 seeds``, with the seeds and trials left out."""
-    ns = [int(result.evidence.loc[s.label, "n"]) for s in result.settings]
+def _seeds(result: ExperimentResult, order: list[Setting] | None = None) -> str:
+    """``5 seeds each``, ``3 and 5 seeds`` (in ``order``), ``3-10 seeds``, with the seeds and
+    trials left out."""
+    ns = [int(result.evidence.loc[s.label, "n"]) for s in order or result.settings]
     if len(set(ns)) == 1:
         text = plural(ns[0], "seed") + (" each" if len(ns) > 1 else "")
     elif len(ns) == 2:
@@ -95,16 +96,16 @@ def _two_settings(result: ExperimentResult, keys: list[str]) -> str:
     subject = " x ".join(keys)
     if r["verdict"] == evidence.DIFFERENT:
         return (f"{subject}: {b} is better, {_value(result, best)} against {_value(result, other)} for {o} with "
-                f"{_seeds(result)} (Holm p {fmt_sig(r['holm_mwu'], 2)}; a {b} seed beats a {o} seed with probability "
-                f"{r['p_best_better']:.2f}, 95% CI {r['p_better_low']:.2f}-{r['p_better_high']:.2f})")
+                f"{_seeds(result, [best, other])} (Holm p {fmt_sig(r['holm_mwu'], 2)}; a seed of {b} beats a seed of "
+                f"{o} with probability {r['p_best_better']:.2f}, 95% CI {r['p_better_low']:.2f}-{r['p_better_high']:.2f})")
     means = f"{b} {_value(result, best)}, {o} {_value(result, other)}"
     if r["verdict"] == evidence.INDISTINGUISHABLE:
-        return (f"{subject}: no difference supported with {_seeds(result)} ({means}; Holm p "
+        return (f"{subject}: no difference supported with {_seeds(result, [best, other])} ({means}; Holm p "
                 f"{fmt_sig(r['holm_mwu'], 2)}; {_detectable(result, r, 'a difference')})")
     need = stats.seeds_for_possible_rejection(ev.attrs["pairs"], alpha)
-    return (f"{subject}: too few seeds to tell, {_seeds(result)} ({means}; even complete separation could only "
-            f"reach Holm p {fmt_sig(r['reachable'], 2)} > {alpha:g}; at least {need} untied seeds per setting are "
-            "needed)")
+    return (f"{subject}: too few seeds to tell, {_seeds(result, [best, other])} ({means}; even complete "
+            f"separation could only reach Holm p {fmt_sig(r['reachable'], 2)} > {alpha:g}; at least {need} untied "
+            "seeds per setting are needed)")
 
 
 def _detectable(result: ExperimentResult, r, what: str) -> str:
@@ -124,7 +125,9 @@ def _many_settings(result: ExperimentResult, keys: list[str]) -> str:
         return [s for s in others if ev.loc[s.label, "verdict"] == verdict]
 
     def listed(group: list[Setting]) -> str:
-        return join_names([short_name(s, keys) for s in group]) if len(group) <= NAMED else plural(len(group), "setting")
+        if len(group) > NAMED:
+            return plural(len(group), "setting")
+        return join_names([short_name(s, keys) for s in group])
 
     if len(having(evidence.INCONCLUSIVE)) == len(others):
         pairs = ev.attrs["pairs"]
@@ -141,7 +144,7 @@ def _many_settings(result: ExperimentResult, keys: list[str]) -> str:
         sizes = sorted({fmt_sig(r["detectable"], 2) for r in rows if not r["detectable_note"]}, key=float)
         found = (f"only differences of >= {'-'.join(dict.fromkeys([sizes[0], sizes[-1]]))}"
                  f"{unit(result.metric).difference} would have been found with {evidence.POWER:.0%} power") if sizes \
-            else rows[0]["detectable_note"]
+            else f"the difference these seeds would have found is {rows[0]['detectable_note']}"
         parts.append(f"{listed(same)} indistinguishable from it ({found})")
     few = having(evidence.INCONCLUSIVE)
     if few:

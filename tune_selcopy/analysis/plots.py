@@ -151,8 +151,9 @@ def _interval_row(row, res: ExperimentResult) -> None:
     ax_p.axvline(0.5, color="grey", linestyle="--", linewidth=1)
     ax_p.set_xlim(0, 1)
     label = f"{m}{f' ({unit(m).value.strip()})' if unit(m).value else ''}"
-    for ax, title, xlabel in ((ax_mean, "mean, 95% CI (t)", label), (ax_iqm, "IQM, 95% CI (trimmed t)", label),
-                              (ax_p, f"P({best.name} beats it), 95% CI", "probability of improvement (0.5: a coin flip)")):
+    panels = ((ax_mean, "mean, 95% CI (t)", label), (ax_iqm, "IQM, 95% CI (trimmed t)", label),
+              (ax_p, f"P({best.name} beats it), 95% CI", "probability of improvement (0.5: a coin flip)"))
+    for ax, title, xlabel in panels:
         ax.set_title(title, fontsize="medium")
         ax.set_xlabel(xlabel)
         ax.set_yticks(y, [s.name for s in res.settings] if ax is ax_mean else [])
