@@ -570,7 +570,7 @@ def test_plot_unwritable_is_a_user_error(capsys, published, tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# Defects of the analysis before issue 8 (each of these fails on that code)
+# Defects of an earlier version of the analysis (each of these fails on that code)
 # ---------------------------------------------------------------------------
 
 

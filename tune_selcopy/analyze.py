@@ -1,14 +1,16 @@
-"""``python -m tune_selcopy.analyze PATH``: grouped result tables, the statistical evidence
-behind them, reproduction checks and learning-curve plots, from the Parquet trial logs alone.
+"""``python -m tune_selcopy.analyze PATH``: what the seeds support, from the Parquet trial
+logs alone.
 
-For every (experiment, space) under PATH it prints the published table (spec section 5),
-the evidence on one metric with a verdict per setting against the best, plain sentences,
-and the count of unfinished trials; with ``--reference FILE``, also a reproduction check
-against a reference table. The work itself is ``tune_selcopy.analysis``.
+For every (experiment, space) under PATH it prints the finding (one sentence: a difference,
+none, or too few seeds to tell), then a compact table of the seeds' evidence with a
+verdict per setting against the best, and the count of unfinished trials; with
+``--reference FILE``, also a reproduction check against a reference table; with
+``--detail``, the published table and every test behind the verdicts instead of the
+compact table. The work itself is ``tune_selcopy.analysis``.
 
 CLI: ``python -m tune_selcopy.analyze PATH [--space NAME] [--sort COLUMN] [--format
-markdown|csv|json] [--plot FILE.png] [--metric COLUMN] [--alpha A] [--reference FILE]``.
-Bad input gives one ``error: ...`` line on stderr and exit code 2.
+markdown|csv|json] [--detail] [--plot FILE.png] [--metric COLUMN] [--alpha A]
+[--reference FILE]``. Bad input gives one ``error: ...`` line on stderr and exit code 2.
 """
 
 from __future__ import annotations
