@@ -253,11 +253,8 @@ def test_the_finding_for_every_verdict_shape(tmp_path, shape):
         values = {(a, q): list(rng.lognormal(0, 1, 5)) for a in ("0,0,T", "0,0,1", "0,0,4", "0,0,8")
                   for q in ("QK", "QV", "KV", "QKV")}
         path = _sweep(tmp_path, "e", values, ["attn", "qkv"])
-        res = read_results(str(path))[0]
-        best = next(s for s in res.settings if res.evidence.loc[s.label, "verdict"] == "best")
-        expected = (f"attn x qkv: too few seeds to tell any of the 16 settings apart with 5 seeds each (lowest mean "
-                    f"{best.name}, {res.evidence.loc[best.label, 'mean']:.3g}%; Holm over 120 pairs needs at least 8 "
-                    "untied seeds per setting).")
+        expected = ("attn x qkv: too few seeds to tell any of the 16 settings apart with 5 seeds each (lowest mean "
+                    "attn=0,0,T qkv=KV, 0.553%; Holm over 120 pairs needs at least 8 untied seeds per setting).")
     elif shape == "identical":
         path = _sweep(tmp_path, "e", {"a": [1.0, 2.0, 3.0], "b": [1.0, 2.0, 3.0]}, ["attnact"])
         expected = ("attnact: too few seeds to tell, 3 seeds each (a 2.00%, b 2.00%; even complete separation could "
@@ -865,7 +862,7 @@ EXAMPLE = ROOT / "examples" / "attn_act-5seeds.parquet"
 
 def test_shipped_example_is_a_whole_real_sweep():
     """The logs of a real attn_act sweep, the whole space: 2 settings x 5 seeds, every trial's 10
-    validations of the full reference set over 1,000,000 inputs, the spec's model."""
+    validations of the full reference set over 1,000,000 inputs, the published model."""
     from tune_selcopy.trial_logs import load_logs
 
     df = load_logs(str(EXAMPLE))
@@ -878,34 +875,46 @@ def test_shipped_example_is_a_whole_real_sweep():
     assert set(df["model_params"]) == {229_632} and set(df["qkv"]) == {"QK"} and set(df["attn"]) == {"0,0,T"}
 
 
-def shown_analysis(readme: str) -> tuple[list[str], str]:
-    """The README's block that shows what the quick start's analysis prints, wherever it
-    sits: a fenced block whose first line is ``$ python -m tune_selcopy.analyze
-    examples/attn_act-5seeds.parquet ...`` (or ``$ tune-selcopy analyze ...``). Returns the
-    command's arguments and the text under it."""
+def shown_analyses(text: str) -> list[tuple[list[str], str]]:
+    """Every block of ``text`` (a README or a doc) that shows what analysing the shipped
+    example prints, wherever it sits: a fenced block whose first line is ``$ python -m
+    tune_selcopy.analyze examples/attn_act-5seeds.parquet ...`` (or ``$ tune-selcopy
+    analyze ...``); for each, the command's arguments and the text under it."""
     command = re.compile(r"\$ (?:\.venv/bin/)?(?:python -m tune_selcopy\.analyze|tune-selcopy analyze) "
-                         rf"({re.escape(str(EXAMPLE.relative_to(ROOT)))} .*)")
-    for block in re.findall(r"^```[a-z]*\n(.*?)^```", readme, re.S | re.M):
+                         rf"({re.escape(str(EXAMPLE.relative_to(ROOT)))}(?: .*)?)")
+    found = []
+    for block in re.findall(r"^```[a-z]*\n(.*?)^```", text, re.S | re.M):
         first, _, printed = block.partition("\n")
-        found = command.fullmatch(first)
-        if found:
-            return shlex.split(found.group(1)), printed
-    raise AssertionError("README.md shows no analysis of the example (a ``` block starting with "
-                         "`$ python -m tune_selcopy.analyze examples/attn_act-5seeds.parquet ...`)")
+        match = command.fullmatch(first)
+        if match:
+            found.append((shlex.split(match.group(1)), printed))
+    return found
+
+
+def printed_by(capsys, tmp_path: Path, argv: list[str]) -> str:
+    """What analyze prints for ``argv``, a --plot file written under tmp_path but shown where
+    argv puts it."""
+    shown = None
+    if "--plot" in argv:
+        at = argv.index("--plot") + 1
+        shown, argv = Path(argv[at]).parent, [*argv[:at], str(tmp_path / Path(argv[at]).name), *argv[at + 1:]]
+    rc, out, err = run_main(capsys, *argv)
+    assert rc == 0, err
+    return out.replace(str(tmp_path), str(shown)) if shown else out
 
 
 def test_readme_shows_what_the_quick_start_prints_for_the_example(capsys, tmp_path):
     """The README's quick start ends by analysing the shipped example, and the README shows
     exactly what that command prints, the finding first."""
     readme = (ROOT / "README.md").read_text()
-    argv, printed = shown_analysis(readme)
+    shown = shown_analyses(readme)
+    assert shown, ("README.md shows no analysis of the example (a ``` block starting with "
+                   "`$ python -m tune_selcopy.analyze examples/attn_act-5seeds.parquet ...`)")
+    argv, printed = shown[0]
     quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     assert " ".join(argv) in quick  # the quick start runs the command the README shows
-    plot = argv[argv.index("--plot") + 1]
-    rc, out, err = run_main(capsys, *argv[: argv.index("--plot") + 1], tmp_path / Path(plot).name,
-                            *argv[argv.index("--plot") + 2:])
-    assert rc == 0, err
-    assert out.replace(str(tmp_path), str(Path(plot).parent)) == printed
+    out = printed_by(capsys, tmp_path, argv)
+    assert out == printed
     heading, finding = printed.split("\n\n")[:2]
     assert heading == "## attn_act-5seeds (space attn_act)"
     assert finding.startswith("attnact: no difference supported with 5 seeds each")
@@ -915,3 +924,23 @@ def test_readme_shows_what_the_quick_start_prints_for_the_example(capsys, tmp_pa
     (header, body), (rheader, rbody) = parse_pipe_tables(out)
     verdicts = [row[header.index("verdict")] for row in body] + [row[rheader.index("verdict")] for row in rbody]
     assert verdicts == ["indistinguishable", "best", "consistent", "consistent"]
+
+
+def test_the_docs_show_what_analyze_prints(capsys, tmp_path):
+    """docs/analysis.md's output of the shipped example (26 lines, none over 100 columns)
+    and its examples of the published runs are what analyze prints."""
+    doc = (ROOT / "docs" / "analysis.md").read_text()
+    ((argv, printed),) = shown_analyses(doc)
+    assert printed_by(capsys, tmp_path, argv) == printed
+    assert len(printed.splitlines()) == 26 and max(len(line) for line in printed.splitlines()) <= 100
+    blocks = [b for b in re.findall(r"^```\n(.*?)^```", doc, re.S | re.M)
+              if b.startswith(("## attn_act (space attn_act)", "### Reproduction check: attn_act "))]
+    published_fixture(tmp_path / "pub")
+    shifted = _shifted(tmp_path / "shifted", 2.0)
+    with_reference = report(str(tmp_path / "pub"), detail=True, reference="attn_act")
+    shifted_detail = report(str(shifted), detail=True, reference="attn_act")
+    assert blocks == [
+        report(str(tmp_path / "pub")), report(str(tmp_path / "pub"), detail=True),
+        with_reference[with_reference.index("### Reproduction check"):],
+        report(str(shifted), reference="attn_act"), shifted_detail[shifted_detail.index("### Reproduction check"):],
+    ]

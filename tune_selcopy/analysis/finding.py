@@ -97,7 +97,8 @@ def _two_settings(result: ExperimentResult, keys: list[str]) -> str:
     if r["verdict"] == evidence.DIFFERENT:
         return (f"{subject}: {b} is better, {_value(result, best)} against {_value(result, other)} for {o} with "
                 f"{_seeds(result, [best, other])} (Holm p {fmt_sig(r['holm_mwu'], 2)}; a seed of {b} beats a seed of "
-                f"{o} with probability {r['p_best_better']:.2f}, 95% CI {r['p_better_low']:.2f}-{r['p_better_high']:.2f})")
+                f"{o} with probability {r['p_best_better']:.2f}, 95% CI "
+                f"{r['p_better_low']:.2f}-{r['p_better_high']:.2f})")
     means = f"{b} {_value(result, best)}, {o} {_value(result, other)}"
     if r["verdict"] == evidence.INDISTINGUISHABLE:
         return (f"{subject}: no difference supported with {_seeds(result, [best, other])} ({means}; Holm p "
