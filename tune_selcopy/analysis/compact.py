@@ -130,5 +130,5 @@ def render_compact(results: list[ExperimentResult], plots: list[str] | None = No
             parts += [wrap(reference_caption(check)), pipe(reference_table(res, check))]
     if plots:
         parts.append(plots_line(plots))
-    parts.append("The published table and every test behind the verdicts: --detail.")
+    parts.append("The published table and every test behind the verdicts: analyze --detail.")
     return "\n\n".join(parts) + "\n"
