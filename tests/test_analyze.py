@@ -638,6 +638,8 @@ def test_alpha_is_one_setting_shown_wherever_it_is_used(capsys, published):
     assert doc["experiments"][0]["alpha"] == 0.1
     (res,) = read_results(str(published), alpha=0.1)
     assert res.alpha == 0.1 and "at alpha 0.1" in " ".join(res.sentences)
+    rc, out, err = run_main(capsys, published, "--alpha", "0.1", "--reference", "attn_act")  # the compact view
+    assert rc == 0 and "at alpha 0.1" in " ".join(out.split()) and "alpha 0.1:" in out and "0.05" not in out
     rc, out, err = run_main(capsys, published, "--alpha", "1.5")
     assert rc == 2 and out == "" and err.startswith("error: --alpha: alpha must be strictly between 0 and 1")
     assert err.count("\n") == 1
@@ -807,6 +809,24 @@ def test_a_fixed_key_with_another_value_is_only_in_the_reference(tmp_path, publi
         ("64", "elu+1", "consistent with the reference"), ("64", "dpfp", "consistent with the reference"),
         ("32", "elu+1", "only in the reference"), ("32", "dpfp", "only in the reference")]
     assert [r["ours n"] for r in rows[:2]] == [5, 5] and rows[2]["ours n"] is None
+
+
+def test_a_reference_checks_every_experiment_with_a_setting_of_it(tmp_path):
+    """A folder with the attn_act sweep and an attn x qkv sweep (attnact fixed at elu+1): the
+    attn_act reference is checked against both, the second on its one setting in common; an
+    experiment with none (attnact fixed at softmax) is left out."""
+    published_fixture(tmp_path)
+    for exp, act in (("inv", "elu+1"), ("other", "softmax")):
+        for qkv in ("QK", "QKV"):
+            for seed in range(1, 4):
+                write_trial(tmp_path, exp, "s", ["qkv"], {"qkv": qkv, "attnact": act}, seed,
+                            {"validation_sample_error%": 0.5 + 0.2 * seed}, num_validations=2)
+    doc = json.loads(report(str(tmp_path), fmt="json", reference="attn_act"))
+    checks = {e["experiment"]: e["reference_check"] for e in doc["experiments"] if "reference_check" in e}
+    assert set(checks) == {"attn_act", "inv"}
+    inv = {(r["qkv"], r["attnact"]): r["verdict"] for r in checks["inv"]["rows"]}
+    assert inv == {("QK", "elu+1"): "consistent with the reference", ("QKV", "elu+1"): "only in ours",
+                   ("QK", "dpfp"): "only in the reference"}
 
 
 @pytest.mark.parametrize("case", [
