@@ -430,6 +430,10 @@ def test_no_finished_trials_yet(tmp_path):
     text = report(str(tmp_path), detail=True)
     assert "No finished trials yet." in text
     assert "left out of the statistics: 1 of 1 trials (attnact=elu+1: 1)." in text
+    assert report(str(tmp_path)).startswith("## e (space s)\n\nattnact: no finished trials yet.\n\nUnfinished")
+    write_trial(tmp_path, "nan", "s", ["attnact"], {}, 1, {"validation_sample_error%": math.nan}, num_validations=2)
+    assert ("attnact: every finished seed's validation_sample_error% is NaN (1 seed)."
+            in report(str(tmp_path / "nan")))
 
 
 def test_duplicate_rows_are_kept_once(tmp_path):

@@ -4,16 +4,11 @@ with a reproduction check, how the settings compare with the reference."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from tune_selcopy.analysis import evidence, stats
 from tune_selcopy.analysis.formats import fmt_sig, join_names, plural, unit
-from tune_selcopy.analysis.reproduction import ONLY_OURS, ONLY_REFERENCE
+from tune_selcopy.analysis.reproduction import ONLY_OURS, ONLY_REFERENCE, ReferenceCheck
+from tune_selcopy.analysis.results import ExperimentResult, Setting
 from tune_selcopy.analysis.sentences import identical_groups
-
-if TYPE_CHECKING:
-    from tune_selcopy.analysis.reproduction import ReferenceCheck
-    from tune_selcopy.analysis.results import ExperimentResult, Setting
 
 #: A verdict group of more settings than this is counted, not named.
 NAMED = 3
@@ -44,7 +39,9 @@ def finding(result: ExperimentResult, check: ReferenceCheck | None = None) -> st
     """The opening sentence of one experiment; ``check`` adds the reproduction clause."""
     keys = differing_keys(result)
     if not result.settings:
-        return f"{', '.join(result.varied_keys) or result.experiment}: no finished trials yet."
+        nan = sum(len(v) for v in result.nan_only.values())
+        why = f"every finished seed's {result.metric} is NaN ({plural(nan, 'seed')})" if nan else "no finished trials yet"
+        return f"{', '.join(result.varied_keys) or result.experiment}: {why}."
     if len(result.settings) == 1:
         text = _one_setting(result)
     elif len(result.settings) == 2:
