@@ -31,6 +31,7 @@ from synthetic_logs import (
 )
 from tune_selcopy import analyze as an
 from tune_selcopy.analysis import stats as st
+from tune_selcopy.analysis.formats import fmt_sig
 from tune_selcopy.analysis.render import records, unfinished_line
 from tune_selcopy.analysis.report import read_results, report
 from tune_selcopy.analysis.results import TABLE_COLUMNS
@@ -181,6 +182,12 @@ def _finding(path: Path, **kw) -> str:
     """The finding as the report prints it (wrapped at 100 columns), on one line."""
     text = report(str(path), **kw)
     return " ".join(text.split("\n\n")[1].split())
+
+
+def test_significant_digits():
+    assert [fmt_sig(v) for v in (0.768, 1.174, 0.7, 45.21, 100, 0.0384022, 1.4976, 0.9996, 1473.2, 3.2e-5, 0)] == [
+        "0.768", "1.17", "0.700", "45.2", "100", "0.0384", "1.50", "1.00", "1,473", "3.20e-05", "0"]
+    assert [fmt_sig(v, 2) for v in (0.7346, 0.0079365, 17.7, math.nan)] == ["0.73", "0.0079", "18", ""]
 
 
 def test_compact_report_of_the_published_runs(published):

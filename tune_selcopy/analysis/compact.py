@@ -80,7 +80,7 @@ def settings_caption(result: ExperimentResult) -> str:
     return text + ":"
 
 
-def reference_table(result: ExperimentResult, check: ReferenceCheck) -> Table:
+def reference_table(check: ReferenceCheck) -> Table:
     """The compact reproduction check: per setting on either side its key values, our mean
     (n), the reference's mean (n), Holm p, the difference these seeds would have found with
     80% power, and the verdict."""
@@ -127,7 +127,7 @@ def render_compact(results: list[ExperimentResult], plots: list[str] | None = No
         notes = left_out_sentences(res) + identical_settings_warnings(res) + [unfinished_line(res)]
         parts.append("\n".join(wrap(n) for n in notes))
         if check:
-            parts += [wrap(reference_caption(check)), pipe(reference_table(res, check))]
+            parts += [wrap(reference_caption(check)), pipe(reference_table(check))]
     if plots:
         parts.append(plots_line(plots))
     parts.append("The published table and every test behind the verdicts: analyze --detail.")

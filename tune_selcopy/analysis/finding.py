@@ -4,6 +4,8 @@ with a reproduction check, how the settings compare with the reference."""
 
 from __future__ import annotations
 
+import pandas as pd
+
 from tune_selcopy.analysis import evidence, stats
 from tune_selcopy.analysis.formats import fmt_sig, join_names, plural, unit
 from tune_selcopy.analysis.reproduction import ONLY_OURS, ONLY_REFERENCE, ReferenceCheck
@@ -99,18 +101,19 @@ def _two_settings(result: ExperimentResult, keys: list[str]) -> str:
     means = f"{b} {_value(result, best)}, {o} {_value(result, other)}"
     if r["verdict"] == evidence.INDISTINGUISHABLE:
         return (f"{subject}: no difference supported with {_seeds(result, [best, other])} ({means}; Holm p "
-                f"{fmt_sig(r['holm_mwu'], 2)}; {_detectable(result, r, 'a difference')})")
+                f"{fmt_sig(r['holm_mwu'], 2)}; {_detectable(result, r)})")
     need = stats.seeds_for_possible_rejection(ev.attrs["pairs"], alpha)
     return (f"{subject}: too few seeds to tell, {_seeds(result, [best, other])} ({means}; even complete "
             f"separation could only reach Holm p {fmt_sig(r['reachable'], 2)} > {alpha:g}; at least {need} untied "
             "seeds per setting are needed)")
 
 
-def _detectable(result: ExperimentResult, r, what: str) -> str:
+def _detectable(result: ExperimentResult, r: pd.Series) -> str:
+    """What an indistinguishable pair's seeds could have found, or why that is not computable."""
     if r["detectable_note"]:
         return f"the difference these seeds would have found is {r['detectable_note']}"
     size = f"{fmt_sig(r['detectable'], 2)}{unit(result.metric).difference}"
-    return f"only {what} of >= {size} would have been found with {evidence.POWER:.0%} power"
+    return f"only a difference of >= {size} would have been found with {evidence.POWER:.0%} power"
 
 
 def _many_settings(result: ExperimentResult, keys: list[str]) -> str:
