@@ -107,3 +107,34 @@ def test_compare_to_reference_runs_and_summaries():
     one = ev.compare_to_reference(ours, {"a": ev.Summary(1, 1.0, 0.0)})
     assert one["verdict"].tolist() == [ev.INCONCLUSIVE] and one.attrs["tests"] == 0
     assert list(ev.compare_to_reference(ours, {"c": ours["a"]}).index) == []
+
+
+def test_intervals_of_the_iqm_and_of_the_probability_of_improvement():
+    rng = np.random.default_rng(8)
+    groups = {"a": rng.standard_normal(5), "b": rng.standard_normal(7) + 1, "c": rng.standard_normal(4) + 0.5}
+    df = ev.compare_settings(groups)
+    best = df.index[df["verdict"] == "best"][0]
+    for lab, x in groups.items():
+        assert (df.loc[lab, "iqm_low"], df.loc[lab, "iqm_high"]) == pytest.approx(tuple(map(float, st.iqm_ci(x))))
+        if lab == best:
+            assert math.isnan(df.loc[lab, "p_better_low"])
+            continue
+        low, high = st.improvement_ci(df.loc[lab, "p_best_better"], groups[best].size, x.size)
+        assert (df.loc[lab, "p_better_low"], df.loc[lab, "p_better_high"]) == pytest.approx((float(low), float(high)))
+        assert df.loc[lab, "p_better_low"] <= df.loc[lab, "p_best_better"] <= df.loc[lab, "p_better_high"]
+
+
+def test_a_detectable_difference_that_cannot_be_computed_says_why():
+    # 4 vs 4 seeds can reach Holm's last step (2/70 = 0.029 <= 0.05) once the 10-seed setting's
+    # pairs are rejected, but not alpha / 3 = 0.017, the level of the power computation
+    groups = {"a": [1.0, 1.2, 1.4, 1.6], "b": [1.1, 1.3, 1.5, 1.7], "c": [9.0 + 0.1 * i for i in range(10)]}
+    df = ev.compare_settings(groups)
+    assert df.loc["b", "verdict"] == ev.INDISTINGUISHABLE and math.isnan(df.loc["b", "detectable"])
+    assert df.loc["b", "detectable_note"] == ("not computable: no split of these seeds reaches p <= 0.017, the level "
+                                              "it is computed at")
+    assert df.loc["c", "detectable_note"] == "" and df.loc["c", "verdict"] == ev.DIFFERENT
+    # Welch from summaries with no spread on either side: consistent, any difference would show
+    same = ev.compare_to_reference({"a": np.array([2.0, 2.0])}, {"a": ev.Summary(10, 2.0, 0.0)})
+    assert same.loc["a", "verdict"] == ev.CONSISTENT and math.isnan(same.loc["a", "detectable"])
+    assert same.loc["a", "detectable_note"] == ("not computable: neither side has any spread, so any difference "
+                                                "would show")

@@ -205,8 +205,9 @@ def test_smoke_sweep_fractional_gpu_packing_and_file_uri(tmp_path, capsys):
     # Fractional packing: some two trials ran at the same time.
     spans = df.groupby("trial_id")["timestamp"].agg(["min", "max"]).sort_values("min").values
     assert any(b_min < a_max for (a_min, a_max), (b_min, _) in zip(spans, spans[1:]))
-    assert "| qkv" in result.stdout and "All 4 trials finished." in result.stdout
+    assert "| attnact" in result.stdout and "All 4 trials finished." in result.stdout
     assert (tmp_path / "store" / "smoke" / "curves.png").stat().st_size > 10_000
+    assert (tmp_path / "store" / "smoke" / "intervals.png").stat().st_size > 10_000
     # The same name again: refused before Ray starts, nothing of the first sweep touched.
     before = {f: f.stat().st_mtime_ns for f in (tmp_path / "store" / "smoke").rglob("*")}
     assert run.main(["attn_act", "--trials", "2", *TINY, "--storage", storage, "--name", "smoke"]) == 2

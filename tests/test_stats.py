@@ -121,3 +121,91 @@ def test_welch_detectable_difference_matches_the_noncentral_t():
     x, y = rng.normal(0, 1, (4000, 10)), rng.normal(delta, 2, (4000, 8))
     assert (st.welch_p(x, y) <= 0.05).mean() == pytest.approx(0.8, abs=0.03)
     assert math.isnan(st.welch_detectable_difference(1.0, 1, 1.0, 5, 0.05))
+
+
+@pytest.mark.parametrize("std1,n1,std2,n2,level", [
+    (1.47, 2, 1.85, 10, 0.0125),  # a 2-seed sweep against a published table of 10 seeds: ~1.7 df
+    (1.0, 2, 1.0, 2, 0.05 / 4),  # 2 vs 2 seeds: 2 df
+    (0.5, 3, 1.85, 10, 0.0125),
+    (3.0, 2, 0.1, 2, 0.01),  # one side's spread dominates: ~1 df
+])
+def test_welch_detectable_difference_at_one_or_two_degrees_of_freedom(std1, n1, std2, n2, level):
+    """scipy's nct.cdf returns NaN far in the lower tail at ~1 df; the power must not."""
+    delta = st.welch_detectable_difference(std1, n1, std2, n2, level)
+    assert math.isfinite(delta) and delta > 0
+    v1, v2 = std1**2 / n1, std2**2 / n2
+    se, df = math.sqrt(v1 + v2), (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1))
+    crit = stats.t.ppf(1 - level / 2, df)
+    # the power as a chi-square mixture of normals, computed without scipy's nct:
+    # P(|Z + nc| > c sqrt(V / df)), V ~ chi2(df)
+    v = stats.chi2.ppf((np.arange(200_000) + 0.5) / 200_000, df)
+    scale = crit * np.sqrt(v / df)
+    nc = delta / se
+    power = np.mean(stats.norm.sf(scale - nc) + stats.norm.cdf(-scale - nc))
+    assert power == pytest.approx(0.8, abs=2e-3)
+
+
+def test_welch_detectable_difference_is_undefined_only_without_two_seeds_or_spread():
+    assert math.isnan(st.welch_detectable_difference(1.0, 1, 1.0, 10, 0.05))
+    assert math.isnan(st.welch_detectable_difference(0.0, 3, 0.0, 10, 0.05))
+    assert math.isfinite(st.welch_detectable_difference(0.0, 3, 1.0, 10, 0.05))
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss:RuntimeWarning")  # scipy on the constant sample below
+def test_iqm_ci_is_the_trimmed_t_interval():
+    x = np.array([0.5, 3.0, 1.0, 9.0, 2.0, 1.5, 2.5, 0.1])  # n = 8: 2 cut from each end
+    low, high = st.iqm_ci(x)
+    s = np.sort(x)
+    w = np.clip(s, s[2], s[5])  # winsorized: 1.0 1.0 1.0 1.5 2.0 2.5 2.5 2.5
+    se = math.sqrt(7 * np.var(w, ddof=1) / (4 * 3))
+    t = stats.t.ppf(0.975, 3)
+    assert (low, high) == (pytest.approx(st.iqm(x) - t * se), pytest.approx(st.iqm(x) + t * se))
+    # scipy's Yuen trimmed t-test against a constant sample at either end gives p = 0.05
+    for end in (low, high):
+        assert stats.ttest_ind(x, np.full(8, end), trim=0.25, equal_var=False).pvalue == pytest.approx(0.05)
+    assert st.iqm_ci([1.0, 2.0, 4.0]) == pytest.approx(st.mean_ci([1.0, 2.0, 4.0]))  # nothing cut below 4 seeds
+    assert all(math.isnan(v) for v in st.iqm_ci([1.0]))
+    assert st.iqm_ci([2.0, 2.0, 2.0, 2.0, 7.0]) == (2.0, 2.0)  # the winsorized values are all equal
+    rows = np.array([[1.0, 2, 3, 4, 5], [2, 2, 5, 6, 9]])
+    assert [tuple(c) for c in np.transpose(st.iqm_ci(rows))] == [pytest.approx(st.iqm_ci(r)) for r in rows]
+
+
+def test_iqm_ci_covers():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4000, 5))  # the IQM of N(0, 1) is 0
+    low, high = st.iqm_ci(x)
+    assert ((low <= 0) & (0 <= high)).mean() == pytest.approx(0.95, abs=0.015)
+
+
+def test_improvement_ci_solves_the_score_equation():
+    p = np.array([0.0, 0.2, 0.56, 0.76, 1.0])
+    low, high = st.improvement_ci(p, 5, 5)
+    z2 = stats.norm.ppf(0.975) ** 2
+
+    def var(t):
+        return t * (1 - t) / 25 * (1 + 4 * ((1 - t) / (2 - t) + t / (1 + t)))
+
+    for lo, hi, est in zip(low, high, p):
+        assert lo <= est <= hi
+        for end in (lo, hi):
+            if end not in (0.0, 1.0) or end != est:
+                assert (end - est) ** 2 == pytest.approx(z2 * var(end), abs=1e-12)
+    assert (low[0], high[-1]) == (0.0, 1.0)
+    assert 0.6 < low[-1] < 0.7  # complete separation of 5 vs 5: not the bootstrap's [1, 1]
+    # symmetric: the interval of 1 - p is 1 minus the interval of p
+    flipped = st.improvement_ci(1 - p, 5, 5)
+    np.testing.assert_allclose(flipped[0], 1 - high, atol=1e-12)
+    np.testing.assert_allclose(flipped[1], 1 - low, atol=1e-12)
+    assert st.improvement_ci(0.5, 10, 10)[1] - st.improvement_ci(0.5, 10, 10)[0] < high[2] - low[2]
+
+
+@pytest.mark.parametrize("n", [5, 10])
+@pytest.mark.parametrize("shift", [0.0, 1.5, 3.0])
+def test_improvement_ci_covers(n, shift):
+    """The interval's coverage of P(X < Y) for n vs n normal seeds, the second shifted."""
+    rng = np.random.default_rng([n, int(10 * shift)])
+    x, y = rng.standard_normal((2000, n)), rng.standard_normal((2000, n)) + shift
+    p = st.mann_whitney(y, x).statistic / (n * n)  # pairs y > x, ties half
+    low, high = st.improvement_ci(p, n, n)
+    theta = stats.norm.cdf(shift / math.sqrt(2))
+    assert ((low <= theta) & (theta <= high)).mean() >= 0.93

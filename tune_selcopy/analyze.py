@@ -1,14 +1,16 @@
-"""``python -m tune_selcopy.analyze PATH``: grouped result tables, the statistical evidence
-behind them, reproduction checks and learning-curve plots, from the Parquet trial logs alone.
+"""``python -m tune_selcopy.analyze PATH``: what the seeds support, from the Parquet trial
+logs alone.
 
-For every (experiment, space) under PATH it prints the published table (spec section 5),
-the evidence on one metric with a verdict per setting against the best, plain sentences,
-and the count of unfinished trials; with ``--reference FILE``, also a reproduction check
-against a reference table. The work itself is ``tune_selcopy.analysis``.
+For every (experiment, space) under PATH it prints the finding (one sentence: a difference,
+none, or too few seeds to tell), then a compact table of the seeds' evidence with a
+verdict per setting against the best, and the count of unfinished trials; with
+``--reference FILE``, also a reproduction check against a reference table; with
+``--detail``, the published table and every test behind the verdicts instead of the
+compact table. The work itself is ``tune_selcopy.analysis``.
 
 CLI: ``python -m tune_selcopy.analyze PATH [--space NAME] [--sort COLUMN] [--format
-markdown|csv|json] [--plot FILE.png] [--metric COLUMN] [--alpha A] [--reference FILE]``.
-Bad input gives one ``error: ...`` line on stderr and exit code 2.
+markdown|csv|json] [--detail] [--plot FILE.png] [--metric COLUMN] [--alpha A]
+[--reference FILE]``. Bad input gives one ``error: ...`` line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import argparse
 import sys
 
 from tune_selcopy.analysis.evidence import ALPHA
-from tune_selcopy.analysis.render import plot_curves, render_csv, render_json, render_markdown
-from tune_selcopy.analysis.report import FORMATS, notes, read_results
+from tune_selcopy.analysis.plots import save_plots
+from tune_selcopy.analysis.render import plots_line
+from tune_selcopy.analysis.report import FORMATS, notes, read_results, render
 from tune_selcopy.analysis.reproduction import check_all, read_reference
 from tune_selcopy.analysis.results import DEFAULT_METRIC
 from tune_selcopy.errors import ArgumentParser, UserError, one_line
@@ -35,7 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sort", metavar="COLUMN", help="sort column (default: validation_sample_error%%, worst first); "
                    "append :asc or :desc")
     p.add_argument("--format", dest="fmt", choices=FORMATS, default="markdown", help="output format")
-    p.add_argument("--plot", metavar="FILE.png", help="also write learning curves to this PNG")
+    p.add_argument("--plot", metavar="FILE.png", help="also write the learning curves to this PNG, and the "
+                   "intervals of each setting next to it (x.png -> x-intervals.png, x-curves.png -> x-intervals.png)")
+    p.add_argument("--detail", action="store_true", help="print the published table and every test behind the "
+                   "verdicts, not the compact table")
     p.add_argument("--metric", default=DEFAULT_METRIC, metavar="COLUMN",
                    help=f"metric for the evidence and the plot (default {DEFAULT_METRIC.replace('%', '%%')})")
     p.add_argument("--alpha", type=float, default=ALPHA, metavar="A",
@@ -56,20 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         ref = read_reference(args.reference, args.metric) if args.reference else None
         results = read_results(args.path, space=space, sort=args.sort, metric=args.metric, alpha=args.alpha)
         checks = check_all(results, ref) if ref else None
-        if args.plot:
-            plot_curves(results, args.plot)
+        plots = save_plots(results, args.plot) if args.plot else None
     except UserError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
+    sys.stdout.write(render(results, checks, args.fmt, plots, args.detail))
     if args.fmt == "csv":
-        sys.stdout.write(render_csv(results, checks))
-        lines = notes(results) + [f"{c.experiment}: {s}" for c in checks or [] for s in c.sentences]
-        for line in lines + ([f"Plot written to {args.plot}."] if args.plot else []):
+        for line in notes(results, checks) + ([plots_line(plots)] if plots else []):
             print(line, file=sys.stderr)
-    elif args.fmt == "json":
-        sys.stdout.write(render_json(results, args.plot, checks))
-    else:
-        sys.stdout.write(render_markdown(results, args.plot, checks))
     return 0
 
 

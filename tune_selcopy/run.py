@@ -122,20 +122,12 @@ def sweep_bytes(configs: list[dict[str, Any]], seeds: int) -> int:
 
 
 def write_plot(settings: SweepSettings, logs_at: str) -> str:
-    """Plot the error curves into the experiment folder (local or remote); return where."""
-    import tempfile
-
-    from tune_selcopy.analysis.render import plot_curves
+    """Plot the error curves and the intervals into the experiment folder (local or remote);
+    return where."""
+    from tune_selcopy.analysis.plots import save_plots
     from tune_selcopy.analysis.report import read_results
 
-    target = uris.join(experiment_uri(settings), "curves.png")
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, "curves.png")
-        plot_curves(read_results(logs_at), local)
-        fs, path = uris.resolve(target)
-        with open(local, "rb") as src, fs.open_output_stream(path) as out:
-            out.write(src.read())
-    return target
+    return " and ".join(save_plots(read_results(logs_at), uris.join(experiment_uri(settings), "curves.png")))
 
 
 def _resume_hint(settings: SweepSettings) -> str:

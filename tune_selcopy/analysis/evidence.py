@@ -44,10 +44,14 @@ INCONCLUSIVE = "inconclusive: too few seeds"
 CONSISTENT = "consistent with the reference"
 DIFFERS = "differs from the reference"
 
-EVIDENCE_COLUMNS = (
-    "n", "mean", "std", "ci_low", "ci_high", "iqm", "p_welch", "p_mwu", "p_best_better",
-    "holm_welch", "holm_mwu", "p_min", "reachable", "detectable", "verdict",
+#: Per setting: its seeds' summary.
+SUMMARY_COLUMNS = ("n", "mean", "std", "ci_low", "ci_high", "iqm", "iqm_low", "iqm_high")
+#: Per setting but the best: the pair (best, setting).
+PAIR_COLUMNS = (
+    "p_welch", "p_mwu", "p_best_better", "p_better_low", "p_better_high", "holm_welch", "holm_mwu", "p_min",
+    "reachable", "detectable", "detectable_note", "verdict",
 )
+EVIDENCE_COLUMNS = SUMMARY_COLUMNS + PAIR_COLUMNS
 
 
 def check_alpha(alpha: float) -> float:
@@ -65,6 +69,17 @@ def pick_best(means: Sequence[float], labels: Sequence[str], lower_is_better: bo
         return -1
     sign = 1.0 if lower_is_better else -1.0
     return min(candidates, key=lambda i: (sign * means[i], labels[i]))
+
+
+def detectable(shift: float, spread: float, level: float) -> tuple[float, str]:
+    """A detectable difference in the metric's units, ``shift`` (in standard deviations of
+    the noise, ``stats.detectable_shift`` at ``level``) times ``spread``, and "" or, when it
+    cannot be computed, why not. (A zero spread cannot get here: seeds without spread are
+    tied, so inconclusive, or completely separated, so different.)"""
+    if math.isinf(shift):
+        return math.nan, (f"not computable: no split of these seeds reaches p <= {level:.2g}, "
+                          "the level it is computed at")
+    return shift * spread, ""
 
 
 def pooled_std(a: np.ndarray, b: np.ndarray) -> float:
@@ -87,15 +102,18 @@ def compare_settings(
 
     ``groups`` maps a setting label to its 1-D array of per-seed values (NaN values are
     dropped; every group needs at least one finite value). Returns a DataFrame indexed by
-    label, in the order given, with columns ``n, mean, std, ci_low, ci_high, iqm`` and,
+    label, in the order given, with columns ``n, mean, std``, ``ci_low, ci_high`` (the
+    mean's t interval at ``level``), ``iqm, iqm_low, iqm_high`` (``stats.iqm_ci``) and,
     for every setting but the best, the tests of the pair (best, setting): ``p_welch``,
     ``p_mwu`` (two-sided), ``p_best_better`` (the probability that a seed of the best
     beats a seed of the setting, ties counting half: Mann-Whitney U / (n1 n2)),
+    ``p_better_low, p_better_high`` (its interval at ``level``, ``stats.improvement_ci``),
     ``holm_welch``, ``holm_mwu`` (Holm over all k(k-1)/2 pairs), ``p_min`` (the smallest
     Mann-Whitney p any split of the pair's pooled values could give), ``reachable`` (that
     p Holm-adjusted, the other pairs as observed), ``detectable`` (for ``indistinguishable`` only:
     the shift, in the metric's units, found with probability ``power`` at alpha / pairs
-    under normal noise with the pair's pooled spread) and ``verdict``. ``attrs["pairs"]``
+    under normal noise with the pair's pooled spread; NaN with the reason in
+    ``detectable_note`` where it cannot be computed) and ``verdict``. ``attrs["pairs"]``
     is the number of pairs in the Holm family.
     """
     alpha = check_alpha(alpha)
@@ -104,6 +122,7 @@ def compare_settings(
     if any(a.size == 0 for a in arrays):
         raise ValueError("every setting needs at least one finite value")
     ci = st.batched(lambda x: st.mean_ci(x, level), arrays)
+    iqm_ci = st.batched(lambda x: st.iqm_ci(x, level), arrays)
     cols: dict[str, list] = {
         "n": [a.size for a in arrays],
         "mean": [float(a.mean()) for a in arrays],
@@ -111,23 +130,26 @@ def compare_settings(
         "ci_low": [c[0] for c in ci],
         "ci_high": [c[1] for c in ci],
         "iqm": st.batched(st.iqm, arrays),
+        "iqm_low": [c[0] for c in iqm_ci],
+        "iqm_high": [c[1] for c in iqm_ci],
     }
-    for c in EVIDENCE_COLUMNS[6:]:
+    for c in PAIR_COLUMNS:
         cols[c] = [math.nan] * len(labels)
     cols["verdict"] = [""] * len(labels)
+    cols["detectable_note"] = [""] * len(labels)
     pairs = [(i, j) for i in range(len(arrays)) for j in range(i + 1, len(arrays))]
     best = pick_best(cols["mean"], labels, lower_is_better)
     if best >= 0:
         cols["verdict"][best] = BEST
     if pairs and best >= 0:
-        _against_best(cols, arrays, pairs, best, lower_is_better, alpha, power)
+        _against_best(cols, arrays, pairs, best, lower_is_better, alpha, power, level)
     df = pd.DataFrame(cols, index=pd.Index(labels, name="setting"), columns=list(EVIDENCE_COLUMNS))
     df.attrs["pairs"] = len(pairs)
     return df
 
 
 def _against_best(cols: dict[str, list], arrays: list[np.ndarray], pairs: list[tuple[int, int]], best: int,
-                  lower_is_better: bool, alpha: float, power: float) -> None:
+                  lower_is_better: bool, alpha: float, power: float, level: float) -> None:
     """Fill the test columns of ``compare_settings`` for every setting but the best."""
     xs, ys = [arrays[i] for i, _ in pairs], [arrays[j] for _, j in pairs]
     u, p_mwu = map(np.array, zip(*st.batched(st.mann_whitney, xs, ys)))
@@ -142,16 +164,20 @@ def _against_best(cols: dict[str, list], arrays: list[np.ndarray], pairs: list[t
         # u[q] counts the seed pairs where the pair's first setting has the larger value.
         best_larger = u[q] / (nb * ni) if best < i else 1 - u[q] / (nb * ni)
         reachable = st.holm_if(p_mwu, q, p_min)
+        size, note = math.nan, ""
         if holm_mwu[q] <= alpha:
-            verdict, detectable = DIFFERENT, math.nan
+            verdict = DIFFERENT
         elif reachable > alpha:
-            verdict, detectable = INCONCLUSIVE, math.nan
+            verdict = INCONCLUSIVE
         else:
-            shift = st.detectable_shift(nb, ni, alpha / len(pairs), power)
-            verdict, detectable = INDISTINGUISHABLE, shift * pooled_std(arrays[best], arrays[i])
-        values = (p_welch[q], p_mwu[q], 1 - best_larger if lower_is_better else best_larger,
-                  holm_welch[q], holm_mwu[q], p_min, reachable, detectable, verdict)
-        for c, v in zip(EVIDENCE_COLUMNS[6:], values):
+            verdict, bonferroni = INDISTINGUISHABLE, alpha / len(pairs)
+            shift = st.detectable_shift(nb, ni, bonferroni, power)
+            size, note = detectable(shift, pooled_std(arrays[best], arrays[i]), bonferroni)
+        better = 1 - best_larger if lower_is_better else best_larger
+        low, high = st.improvement_ci(better, nb, ni, level)
+        values = (p_welch[q], p_mwu[q], better, float(low), float(high), holm_welch[q], holm_mwu[q], p_min,
+                  reachable, size, note, verdict)
+        for c, v in zip(PAIR_COLUMNS, values):
             cols[c][i] = v
 
 
@@ -172,7 +198,7 @@ class Summary(NamedTuple):
         return cls(a.size, float(a.mean()), st.sample_std(a), float(a.min()), float(a.max()))
 
 
-REFERENCE_COLUMNS = ("test", "p", "holm", "reachable", "detectable", "verdict")
+REFERENCE_COLUMNS = ("test", "p", "holm", "reachable", "detectable", "detectable_note", "verdict")
 
 
 def compare_to_reference(
@@ -191,7 +217,8 @@ def compare_to_reference(
     could reach on these seeds; for Welch any p is reachable once both sides have 2
     seeds), ``detectable`` (the difference found with probability ``power`` at
     alpha / settings: Mann-Whitney under normal noise with the pooled spread, Welch by
-    its noncentral t) and ``verdict``: ``differs from the reference``, ``consistent with
+    its noncentral t), ``detectable_note`` (why a consistent setting's ``detectable`` is
+    NaN, else "") and ``verdict``: ``differs from the reference``, ``consistent with
     the reference`` or ``inconclusive: too few seeds``. ``attrs["tests"]`` is the Holm family size.
     """
     alpha = check_alpha(alpha)
@@ -215,17 +242,21 @@ def compare_to_reference(
     for i, k in enumerate(labels):
         reachable = st.holm_if(p, i, raw[k][1]) if not math.isnan(p[i]) else math.nan
         summary = isinstance(reference[k], Summary)
+        size, note = math.nan, ""
         if holm[i] <= alpha:
-            verdict, detectable = DIFFERS, math.nan
+            verdict = DIFFERS
         elif not reachable <= alpha:  # NaN (fewer than 2 seeds for Welch) is inconclusive too
-            verdict, detectable = INCONCLUSIVE, math.nan
+            verdict = INCONCLUSIVE
         elif summary:
             a, s = Summary.of(mine[k]), reference[k]
             verdict = CONSISTENT
-            detectable = st.welch_detectable_difference(a.std, a.n, s.std, s.n, alpha / tested, power)
+            size = st.welch_detectable_difference(a.std, a.n, s.std, s.n, alpha / tested, power)
+            if math.isnan(size):  # both n >= 2 here: only two zero deviations leave it undefined
+                note = "not computable: neither side has any spread, so any difference would show"
         else:
             verdict = CONSISTENT
             shift = st.detectable_shift(mine[k].size, theirs[k].size, alpha / tested, power)
-            detectable = shift * pooled_std(mine[k], theirs[k])
-        df.loc[k] = ["Welch (summary)" if summary else "Mann-Whitney", p[i], holm[i], reachable, detectable, verdict]
+            size, note = detectable(shift, pooled_std(mine[k], theirs[k]), alpha / tested)
+        df.loc[k] = ["Welch (summary)" if summary else "Mann-Whitney", p[i], holm[i], reachable, size, note,
+                     verdict]
     return df

@@ -47,6 +47,41 @@ def fmt_p(v: object) -> str:
     return "" if missing(v) else f"{v:.3g}"
 
 
+def fmt_sig(v: object, digits: int = 3) -> str:
+    """``v`` to ``digits`` significant digits, trailing zeros kept and no exponent, for the
+    tables a reader compares down a column (``0.768``, ``1.17``, ``0.700``, ``45.2``,
+    ``100``); whole numbers from ``10**digits`` up (``1,473``); an exponent below 1e-4
+    (``3.20e-05``); empty for NaN."""
+    if missing(v):
+        return ""
+    v = float(v)
+    if v == 0 or not math.isfinite(v):
+        return f"{v:g}"
+    if abs(v) >= 10**digits:
+        return f"{v:,.0f}"
+    if abs(v) < 1e-4:
+        return f"{v:.{digits - 1}e}"
+    rounded = float(f"{v:.{digits}g}")  # 0.995 -> 1.0: the decimals follow the rounded value
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(rounded))))
+    return f"{rounded:.{decimals}f}"
+
+
+class Unit(NamedTuple):
+    """How a metric's numbers are labelled: a value (``0.77%``) and a difference of two
+    values (``1.1 points``, since a difference of percentages is in percentage points)."""
+
+    value: str
+    difference: str
+
+
+def unit(metric: str) -> Unit:
+    """The unit of a log metric: % for the error rates, /s for throughput, s for train
+    time, none for losses."""
+    if metric.endswith("%"):
+        return Unit("%", " points")
+    return {"throughput": Unit("/s", "/s"), "train_time_s": Unit(" s", " s")}.get(metric, Unit("", ""))
+
+
 def fmt_params(v: object) -> str:
     """A parameter count with thousands separators (``229,632``), or a range of them."""
     return "" if missing(v) else str(v) if isinstance(v, IntRange) else f"{int(v):,}"

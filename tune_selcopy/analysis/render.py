@@ -1,5 +1,6 @@
-"""Rendering the results: the published table, the evidence table, the reproduction check,
-as markdown, CSV or JSON, and the learning-curve plot."""
+"""Rendering the results in full: the published table, the evidence table, the reproduction
+check, as Markdown (``--detail``), CSV or JSON. (The default report is ``compact``, the
+plots are ``plots``.)"""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ import numpy as np
 import pandas as pd
 
 from tune_selcopy.analysis import evidence
+from tune_selcopy.analysis.finding import finding
 from tune_selcopy.analysis.formats import IntRange, fmt_float, fmt_p, plural
 from tune_selcopy.analysis.reproduction import SIDE_COLUMNS, ReferenceCheck
 from tune_selcopy.analysis.results import TABLE_COLUMNS, ExperimentResult
-from tune_selcopy.errors import UserError, one_line
+
+#: A table to print: headers, formatted rows, column alignments.
+Table = tuple[list[str], list[list[str]], list[str]]
 
 
 class EvidenceColumn(NamedTuple):
@@ -38,6 +42,10 @@ def _ci(r: pd.Series) -> str:
     return "" if math.isnan(r["ci_low"]) else f"[{fmt_float(r['ci_low'])}, {fmt_float(r['ci_high'])}]"
 
 
+def _p_ci(r: pd.Series) -> str:
+    return "" if math.isnan(r["p_better_low"]) else f"[{r['p_better_low']:.2f}, {r['p_better_high']:.2f}]"
+
+
 def _shown(column: str, fmt: Callable[[object], str] = fmt_p) -> Callable[[pd.Series], str]:
     return lambda r: fmt(r[column])
 
@@ -49,6 +57,7 @@ EVIDENCE_TABLE = (
     EvidenceColumn("p Welch", _shown("p_welch")),
     EvidenceColumn("p Mann-Whitney", _shown("p_mwu")),
     EvidenceColumn("P(best better)", _shown("p_best_better")),
+    EvidenceColumn("its 95% CI", _p_ci),
     EvidenceColumn("Holm p Welch", _shown("holm_welch")),
     EvidenceColumn("Holm p Mann-Whitney", _shown("holm_mwu")),
     EvidenceColumn("min Holm p", _shown("reachable")),
@@ -61,19 +70,24 @@ EVIDENCE_FIELDS = (
     EvidenceField("{m} 95% CI low (t)", "ci_low"),
     EvidenceField("{m} 95% CI high (t)", "ci_high"),
     EvidenceField("{m} IQM", "iqm"),
+    EvidenceField("{m} IQM 95% CI low (trimmed t)", "iqm_low"),
+    EvidenceField("{m} IQM 95% CI high (trimmed t)", "iqm_high"),
     EvidenceField("p Welch", "p_welch"),
     EvidenceField("p Mann-Whitney", "p_mwu"),
     EvidenceField("P(best better)", "p_best_better"),
+    EvidenceField("P(best better) 95% CI low (Newcombe)", "p_better_low"),
+    EvidenceField("P(best better) 95% CI high (Newcombe)", "p_better_high"),
     EvidenceField("Holm p Welch", "holm_welch"),
     EvidenceField("Holm p Mann-Whitney", "holm_mwu"),
     EvidenceField("min p (any split)", "p_min"),
     EvidenceField("min Holm p (any split)", "reachable"),
     EvidenceField(f"detectable difference ({evidence.POWER:.0%} power)", "detectable"),
+    EvidenceField("detectable difference note", "detectable_note"),
     EvidenceField("verdict", "verdict"),
 )
 
 
-def table_rows(result: ExperimentResult) -> tuple[list[str], list[list[str]], list[str]]:
+def table_rows(result: ExperimentResult) -> Table:
     """(headers, formatted rows, column alignments) of the published table."""
     headers = list(result.varied_keys) + [c.header for c in TABLE_COLUMNS]
     align = ["left"] * len(result.varied_keys) + ["right"] * len(TABLE_COLUMNS)
@@ -82,7 +96,7 @@ def table_rows(result: ExperimentResult) -> tuple[list[str], list[list[str]], li
     return headers, rows, align
 
 
-def evidence_rows(result: ExperimentResult) -> tuple[list[str], list[list[str]], list[str]]:
+def evidence_rows(result: ExperimentResult) -> Table:
     """(headers, formatted rows, alignments) of the evidence table, in table order."""
     headers = list(result.varied_keys) + ["trials"] + [c.header for c in EVIDENCE_TABLE]
     align = ["left"] * len(result.varied_keys) + ["right"] * len(EVIDENCE_TABLE) + ["left"]
@@ -130,8 +144,9 @@ def evidence_caption(result: ExperimentResult) -> str:
         "95% CI: Student-t interval of the mean; IQM: interquartile mean (25% trimmed mean). "
         "Against the best setting: two-sided Welch's t-test and Mann-Whitney U test (exact, or exact over all "
         "splits with ties); P(best better) = U / (n1 n2), the probability that a seed of the best beats a seed of "
-        f"the setting; Holm-adjusted over the {plural(pairs, 'pair')} of settings, since the best is picked from "
-        f"the same seeds. Verdicts at alpha {result.alpha:g}: 'different' needs Holm p Mann-Whitney <= "
+        "the setting, with Newcombe's 95% score interval; "
+        f"Holm-adjusted over the {plural(pairs, 'pair')} of settings, since the best is picked from the same seeds. "
+        f"Verdicts at alpha {result.alpha:g}: 'different' needs Holm p Mann-Whitney <= "
         f"{result.alpha:g}; 'inconclusive: too few seeds' when even the most extreme split of the two settings' "
         f"values gives min Holm p > {result.alpha:g}; otherwise 'indistinguishable', with the difference that "
         f"would have been found with {evidence.POWER:.0%} power at {result.alpha:g}/{pairs} (normal noise with "
@@ -167,7 +182,7 @@ def reference_caption(check: ReferenceCheck) -> str:
     )
 
 
-def reference_table(check: ReferenceCheck) -> tuple[list[str], list[list[str]], list[str]]:
+def reference_table(check: ReferenceCheck) -> Table:
     """(headers, formatted rows, alignments) of the reproduction check: both sides, test, verdict."""
     keys = check.reference.keys
     headers = (list(keys) + [f"ours {c}" for c in SIDE_COLUMNS] + [f"reference {c}" for c in SIDE_COLUMNS]
@@ -182,23 +197,30 @@ def reference_table(check: ReferenceCheck) -> tuple[list[str], list[list[str]], 
     return headers, rows, align
 
 
-def _pipe(table: tuple[list[str], list[list[str]], list[str]]) -> str:
+def pipe(table: Table) -> str:
+    """A Markdown pipe table, cells as given."""
     from tabulate import tabulate
 
     headers, rows, align = table
     return tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True, colalign=align)
 
 
-def render_markdown(results: list[ExperimentResult], plot: str | None = None,
+def plots_line(plots: list[str]) -> str:
+    """``Plot written to a.png.`` / ``Plots written to a.png and a-intervals.png.``"""
+    return f"Plot{'s' if len(plots) > 1 else ''} written to {' and '.join(plots)}."
+
+
+def render_markdown(results: list[ExperimentResult], plots: list[str] | None = None,
                     checks: list[ReferenceCheck] | None = None) -> str:
-    """Per (experiment, space): heading, table, evidence, sentences, unfinished line, and
-    the reproduction check when there is one."""
+    """The full report (``--detail``). Per (experiment, space): heading, the finding, the
+    published table, the evidence, sentences, unfinished line, and the reproduction check
+    when there is one."""
     by_experiment = {c.experiment: c for c in checks or []}
     parts = []
     for res in results:
-        parts.append(f"## {res.experiment} (space {res.space})")
+        parts += [f"## {res.experiment} (space {res.space})", finding(res, by_experiment.get(res.experiment))]
         if res.settings:
-            parts += [_pipe(table_rows(res)), evidence_caption(res), _pipe(evidence_rows(res))]
+            parts += [pipe(table_rows(res)), evidence_caption(res), pipe(evidence_rows(res))]
         else:
             parts.append("No finished trials yet.")
         if res.sentences:
@@ -206,10 +228,10 @@ def render_markdown(results: list[ExperimentResult], plot: str | None = None,
         parts.append(unfinished_line(res))
         check = by_experiment.get(res.experiment)
         if check:
-            parts += [reference_heading(check), reference_caption(check), _pipe(reference_table(check)),
+            parts += [reference_heading(check), reference_caption(check), pipe(reference_table(check)),
                       "\n".join(check.sentences)]
-    if plot:
-        parts.append(f"Plot written to {plot}.")
+    if plots:
+        parts.append(plots_line(plots))
     return "\n\n".join(parts) + "\n"
 
 
@@ -221,6 +243,7 @@ REFERENCE_FIELDS = {
     "holm": "reference Holm p",
     "reachable": "reference min Holm p (any split)",
     "detectable": f"reference detectable difference ({evidence.POWER:.0%} power)",
+    "detectable_note": "reference detectable difference note",
     "verdict": "reference verdict",
 }
 
@@ -250,9 +273,10 @@ def render_csv(results: list[ExperimentResult], checks: list[ReferenceCheck] | N
     return buf.getvalue()
 
 
-def render_json(results: list[ExperimentResult], plot: str | None = None,
+def render_json(results: list[ExperimentResult], plots: list[str] | None = None,
                 checks: list[ReferenceCheck] | None = None) -> str:
-    """``{"experiments": [...], "plot": FILE or null}``; see docs/analysis.md."""
+    """``{"experiments": [...], "plot": the curves' FILE or null, "plots": [FILE, ...]}``;
+    see docs/analysis.md."""
     by_experiment = {c.experiment: c for c in checks or []}
     experiments = []
     for res in results:
@@ -264,6 +288,7 @@ def render_json(results: list[ExperimentResult], plot: str | None = None,
             "alpha": res.alpha,
             "pairs": res.evidence.attrs.get("pairs", 0),
             "power": evidence.POWER,
+            "finding": finding(res, by_experiment.get(res.experiment)),
             "rows": records(res),
             "sentences": res.sentences,
             "finished_trials": res.finished,
@@ -285,44 +310,6 @@ def render_json(results: list[ExperimentResult], plot: str | None = None,
                 "sentences": check.sentences,
             }
         experiments.append(doc)
-    return json.dumps({"experiments": experiments, "plot": plot}, indent=2) + "\n"
-
-
-def plot_curves(results: list[ExperimentResult], file: str) -> str:
-    """Write a PNG: per setting, the metric (log y) against training inputs, mean line and
-    min-max band over the seeds in the statistics; one panel per experiment."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [r for r in results if r.settings] or results
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 4.8 * len(panels)), squeeze=False)
-    for ax, res in zip(axes[:, 0], panels):
-        m = res.metric
-        for s in res.settings:
-            g = s.curves.groupby("validation_index")
-            x = g["num_inputs"].median().to_numpy(dtype=float)
-            y = g[m]
-            mean, lo, hi = (y.mean().to_numpy(float), y.min().to_numpy(float), y.max().to_numpy(float))
-            (line,) = ax.plot(x, mean, marker="o", markersize=3, label=f"{s.name} ({plural(len(s.final), 'seed')})")
-            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
-        ax.set_yscale("log", nonpositive="mask")
-        ax.set_xlabel("training inputs")
-        ax.set_ylabel(f"{m} (log)")
-        ax.set_title(f"{res.experiment} (space {res.space}): mean and min-max over seeds")
-        ax.grid(True, which="both", alpha=0.3)
-        if res.settings:
-            fixed = [k for k in res.varied_keys if len({s.keys.get(k) for s in res.settings}) == 1]
-            title = " ".join(f"{k}={res.settings[0].keys[k]}" for k in fixed) if len(res.settings) > 1 else None
-            ax.legend(fontsize="small", title=title or None, title_fontsize="small")
-        else:
-            ax.text(0.5, 0.5, "no finished trials yet", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
-    try:
-        fig.savefig(file, format="png", dpi=100)
-    except OSError as e:
-        raise UserError(f"cannot write plot {file}: {one_line(e)}") from None
-    finally:
-        plt.close(fig)
-    return file
+    plots = plots or []
+    return json.dumps({"experiments": experiments, "plot": plots[0] if plots else None, "plots": plots},
+                      indent=2) + "\n"

@@ -4,9 +4,12 @@ and ``run`` prints it at the end of a sweep."""
 
 from __future__ import annotations
 
+from tune_selcopy.analysis.compact import render_compact
 from tune_selcopy.analysis.evidence import ALPHA
-from tune_selcopy.analysis.render import plot_curves, render_csv, render_json, render_markdown, unfinished_line
-from tune_selcopy.analysis.reproduction import check_all, read_reference
+from tune_selcopy.analysis.finding import finding
+from tune_selcopy.analysis.plots import save_plots
+from tune_selcopy.analysis.render import render_csv, render_json, render_markdown, unfinished_line
+from tune_selcopy.analysis.reproduction import ReferenceCheck, check_all, read_reference
 from tune_selcopy.analysis.results import DEFAULT_METRIC, ExperimentResult, experiment_results
 from tune_selcopy.analysis.sentences import verdict_sentences
 from tune_selcopy.errors import UserError
@@ -41,36 +44,45 @@ def report(
     plot: str | None = None,
     alpha: float = ALPHA,
     reference: str | None = None,
+    detail: bool = False,
 ) -> str:
-    """The full report for the logs under ``path`` as text in ``fmt`` (markdown, csv, json).
+    """The report for the logs under ``path`` as text in ``fmt`` (markdown, csv, json).
 
-    Markdown: per (experiment, space) a heading, the published table, the evidence table,
-    the sentences, the unfinished line and, with ``reference`` (a CSV file or the name of a
-    shipped reference), the reproduction check (and the plot path). JSON: the same data
-    as a document. CSV: the table, evidence and reproduction-check columns only (see
-    ``notes`` for the rest). If ``plot`` is given, also writes the PNG there. Raises
-    UserError on bad input.
+    Markdown: per (experiment, space) a heading and the finding, then the compact table
+    (``compact.render_compact``) or, with ``detail``, the published table, the evidence
+    table and the sentences (``render.render_markdown``); the unfinished line and, with
+    ``reference`` (a CSV file or the name of a shipped reference), the reproduction check.
+    JSON: all of it as a document. CSV: the table, evidence and reproduction-check columns
+    (``notes`` has the rest). With ``plot`` (a PNG path or URI), also writes the curves there
+    and the interval plot next to it (``plots.save_plots``). Raises UserError on bad input.
     """
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
     ref = read_reference(reference, metric) if reference else None  # a bad file fails before the logs are read
     results = read_results(path, space=space, sort=sort, metric=metric, alpha=alpha)
     checks = check_all(results, ref) if ref else None
-    if plot:
-        plot_curves(results, plot)
+    plots = save_plots(results, plot) if plot else None
+    return render(results, checks, fmt, plots, detail)
+
+
+def render(results: list[ExperimentResult], checks: list[ReferenceCheck] | None, fmt: str,
+           plots: list[str] | None = None, detail: bool = False) -> str:
+    """The text of a report in ``fmt`` from its parts (``report`` without the reading)."""
     if fmt == "csv":
         return render_csv(results, checks)
     if fmt == "json":
-        return render_json(results, plot, checks)
-    return render_markdown(results, plot, checks)
+        return render_json(results, plots, checks)
+    return (render_markdown if detail else render_compact)(results, plots, checks)
 
 
-def notes(results: list[ExperimentResult]) -> list[str]:
-    """The sentences and unfinished lines of every experiment (what CSV output leaves out)."""
+def notes(results: list[ExperimentResult], checks: list[ReferenceCheck] | None = None) -> list[str]:
+    """What CSV output leaves out, prefixed by the experiment: its finding, sentences and
+    unfinished line, and the reproduction check's sentences."""
+    by_experiment = {c.experiment: c for c in checks or []}
     out = []
     for res in results:
-        out.extend(f"{res.experiment}: {s}" for s in res.sentences)
+        check = by_experiment.get(res.experiment)
+        out.append(f"{res.experiment}: {finding(res, check)}")
+        out.extend(f"{res.experiment}: {s}" for s in res.sentences + (check.sentences if check else []))
         out.append(f"{res.experiment}: {unfinished_line(res)}")
     return out
-
-

@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from tune_selcopy.analysis import evidence
-from tune_selcopy.analysis.formats import fmt_p, join_names, plural
-from tune_selcopy.analysis.results import EVIDENCE_METRICS, TABLE_COLUMNS, ExperimentResult
+from tune_selcopy.analysis.formats import display_value, fmt_p, join_names, plural
+from tune_selcopy.analysis.results import EVIDENCE_METRICS, TABLE_COLUMNS, ExperimentResult, Setting
 from tune_selcopy.errors import UserError, one_line
 
 ONLY_OURS = "only in ours"
@@ -183,14 +183,41 @@ SIDE_COLUMNS = ("n", "mean", "(std)", "(min)", "(max)")
 
 
 def _untested(verdict: str) -> list[object]:
-    return ["", math.nan, math.nan, math.nan, math.nan, verdict]
+    return ["", math.nan, math.nan, math.nan, math.nan, "", verdict]
+
+
+def key_values(setting: Setting, keys: list[str]) -> list[str] | None:
+    """The setting's value of each of ``keys`` as the tables show it: a varied key's, or for
+    a key the sweep held fixed, the one value of that config column over the setting's
+    seeds (every trial logs its whole config). None if a key is not a column of the logs,
+    or takes several values over the seeds."""
+    values = []
+    for k in keys:
+        if k in setting.keys:
+            values.append(setting.keys[k])
+            continue
+        shown = {display_value(v) for v in setting.final[k]} if k in setting.final.columns else set()
+        if len(shown) != 1:
+            return None
+        values.append(shown.pop())
+    return values
 
 
 def check(result: ExperimentResult, ref: Reference) -> ReferenceCheck:
-    """Compare one experiment's settings with the reference's (same metric, same alpha)."""
+    """Compare one experiment's settings with the reference's (same metric, same alpha).
+
+    Every key column must be a column of the experiment's logs (``key_values``): a grid key,
+    or a key the sweep held fixed, whose value then selects the reference rows (a reference
+    row with another value is only in the reference)."""
     ours: dict[tuple[str, ...], str] = {}
+    shown: dict[str, list[str]] = {}
     for s in result.settings:
-        key = tuple(normalize(s.keys[k]) for k in ref.keys)
+        values = key_values(s, ref.keys)
+        if values is None:
+            raise UserError(f"--reference {ref.source}: experiment {result.experiment} has no single value of "
+                            f"every key column ({', '.join(ref.keys)}) for its setting {s.name}")
+        key = tuple(normalize(v) for v in values)
+        shown[s.label] = values
         if key in ours:
             other = next(t for t in result.settings if t.label == ours[key])
             raise UserError(
@@ -204,7 +231,7 @@ def check(result: ExperimentResult, ref: Reference) -> ReferenceCheck:
     found = evidence.compare_to_reference(mine, theirs, alpha=result.alpha)
     records = []
     for key, label in ours.items():
-        row = [label] + [by_label[label].keys[k] for k in ref.keys] + _side(mine[label]) + _side(theirs.get(label))
+        row = [label] + shown[label] + _side(mine[label]) + _side(theirs.get(label))
         row += list(found.loc[label]) if label in found.index else _untested(ONLY_OURS)
         records.append(row)
     for key in ref.settings:
@@ -234,12 +261,15 @@ def _sentences(rows: pd.DataFrame, ref: Reference, alpha: float, tests: int) -> 
                  for r in having(evidence.DIFFERS)]
         out.append(f"Differs from the reference at alpha {alpha:g} ({family}): {join_names(items)}.")
     if having(evidence.CONSISTENT):
-        items = [f"{name(r)} (Holm p {fmt_p(r['holm'])}; a difference of {fmt_p(r['detectable'])} would have been "
-                 f"found with {evidence.POWER:.0%} power)" for r in having(evidence.CONSISTENT)]
+        items = [f"{name(r)} (Holm p {fmt_p(r['holm'])}; " + (
+                 f"the difference these seeds would have found is {r['detectable_note']})" if r["detectable_note"] else
+                 f"a difference of {fmt_p(r['detectable'])} would have been found with {evidence.POWER:.0%} power)")
+                 for r in having(evidence.CONSISTENT)]
         out.append(f"Consistent with the reference at alpha {alpha:g} ({family}): {join_names(items)}.")
     if having(evidence.INCONCLUSIVE):
-        items = [f"{name(r)} ({r['ours n']:g} vs {r['reference n']:g} seeds: smallest reachable Holm p "
-                 f"{fmt_p(r['reachable'])})" for r in having(evidence.INCONCLUSIVE)]
+        items = [f"{name(r)} ({r['ours n']:g} vs {r['reference n']:g} seeds: " + (
+                 "Welch's t-test needs 2 seeds on each side)" if math.isnan(r["reachable"]) else
+                 f"smallest reachable Holm p {fmt_p(r['reachable'])})") for r in having(evidence.INCONCLUSIVE)]
         out.append(f"Inconclusive, too few seeds to show a difference from the reference at alpha {alpha:g}: "
                    f"{join_names(items)}.")
     for verdict, where in ((ONLY_OURS, "Only in our logs"), (ONLY_REFERENCE, "Only in the reference")):
@@ -249,14 +279,22 @@ def _sentences(rows: pd.DataFrame, ref: Reference, alpha: float, tests: int) -> 
 
 
 def check_all(results: list[ExperimentResult], ref: Reference) -> list[ReferenceCheck]:
-    """Each experiment with finished trials whose varied keys include the reference's key
-    columns, checked against ``ref``. UserError when there is none."""
+    """Each experiment with finished trials that has every key column of ``ref`` (a grid key
+    or a fixed config column, see ``check``) and at least one setting in common with it,
+    checked against ``ref``. UserError when there is none, saying which of the two failed."""
     ready = [r for r in results if r.settings]
     if not ready:
         raise UserError(f"--reference {ref.source}: no experiment has finished trials to compare yet")
-    checks = [check(r, ref) for r in ready if all(k in r.varied_keys for k in ref.keys)]
-    if not checks:
+    keyed = [r for r in ready if all(key_values(s, ref.keys) is not None for s in r.settings)]
+    if not keyed:
         found = "; ".join(f"{r.experiment}: {', '.join(r.varied_keys)}" for r in ready)
-        raise UserError(f"--reference {ref.source}: its key columns ({', '.join(ref.keys)}) are not grid keys of any "
-                        f"experiment with finished trials ({found})")
-    return checks
+        raise UserError(f"--reference {ref.source}: its key columns ({', '.join(ref.keys)}) are neither grid keys "
+                        f"nor logged config values of any experiment with finished trials (grid keys: {found})")
+    checks = [check(r, ref) for r in keyed]
+    common = [c for c in checks if (~c.rows["verdict"].isin([ONLY_OURS, ONLY_REFERENCE])).any()]
+    if not common:
+        mine = checks[0].rows[checks[0].rows["verdict"] == ONLY_OURS]
+        have = [" ".join(f"{k}={r[k]}" for k in ref.keys) for _, r in mine.head(3).iterrows()]
+        raise UserError(f"--reference {ref.source}: none of its rows is a setting of ours (experiment "
+                        f"{checks[0].experiment} has {join_names(have)}{', ...' if len(mine) > 3 else ''})")
+    return common

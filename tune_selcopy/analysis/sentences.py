@@ -52,7 +52,9 @@ def best_and_verdicts(result: ExperimentResult) -> list[str]:
     if diff:
         out.append(f"Different from {best} at alpha {alpha:g} ({family}): {join_names([holm_p(lab) + ')' for lab in diff])}.")
     if same:
-        items = [f"{holm_p(lab)}; a difference of {fmt_p(ev.loc[lab, 'detectable'])} would have been found with "
+        items = [f"{holm_p(lab)}; the difference these seeds would have found is {ev.loc[lab, 'detectable_note']})"
+                 if ev.loc[lab, "detectable_note"] else
+                 f"{holm_p(lab)}; a difference of {fmt_p(ev.loc[lab, 'detectable'])} would have been found with "
                  f"{evidence.POWER:.0%} power)" for lab in same]
         out.append(f"Indistinguishable from {best} at alpha {alpha:g} ({family}): {join_names(items)}.")
     if few:
@@ -113,11 +115,13 @@ def left_out_sentences(result: ExperimentResult) -> list[str]:
     return out
 
 
-def identical_settings_warnings(result: ExperimentResult) -> list[str]:
-    """Sentences for settings whose seeds gave exactly the same final metrics, seed for seed.
+def identical_groups(result: ExperimentResult) -> list[list[str]]:
+    """The names of settings whose seeds gave exactly the same final metrics, seed for seed,
+    one list per group of two or more.
 
     Different settings trained with the same seeds only agree to the last digit when they
-    trained the same model: the varied values never reached it (spec section 6).
+    trained the same model: the varied values never reached it (the mistake behind the
+    published corrections).
     """
     seen: dict[tuple, list[str]] = {}
     for s in result.settings:
@@ -126,9 +130,13 @@ def identical_settings_warnings(result: ExperimentResult) -> list[str]:
         cols = ["seed", *METRIC_COLUMNS]
         key = tuple(map(tuple, s.final[cols].sort_values("seed").to_numpy(dtype=float).round(12).tolist()))
         seen.setdefault(key, []).append(s.name)
+    return [names for names in seen.values() if len(names) > 1]
+
+
+def identical_settings_warnings(result: ExperimentResult) -> list[str]:
+    """A warning sentence for each group of ``identical_groups``."""
     return [
         f"Warning: {join_names(names)} gave identical results seed for seed; settings that differ should not, "
         "so the varied values probably never reached the model (check the model constructor)."
-        for names in seen.values()
-        if len(names) > 1
+        for names in identical_groups(result)
     ]
