@@ -393,6 +393,20 @@ def timeline(cluster):
         yield watch
 
 
+def _worker_types(name: str) -> dict:
+    cfg = load(name)
+    return {k: {f: nt[f] for f in ("resources", "min_workers", "max_workers")}
+            for k, nt in cfg["available_node_types"].items() if k != cfg["head_node_type"]}
+
+
+def test_gcp_worker_types_are_the_ones_run_here():
+    """The runs below use aws-gpu.yaml's node types; GCP's give the autoscaler the same
+    numbers (resources, min and max workers), so they cover gcp-gpu.yaml too."""
+    (aws,) = _worker_types("aws-gpu.yaml").values()
+    (gcp,) = _worker_types("gcp-gpu.yaml").values()
+    assert aws == gcp
+
+
 def test_the_fake_cluster_keeps_the_shipped_config_but_the_rewrites():
     """Only the fields in REWRITES differ from the config `ray up` prepares from the file."""
     launcher = load(LAUNCHER_CONFIG)
