@@ -61,7 +61,6 @@ TRIAL_BUNDLE = {"CPU": 1, "GPU": 0.25}
 class Cluster:
     """A launched head: its config as `ray up` prepared it, the machines, what ran."""
 
-    name: str
     config: dict
     machines: Machines
     shell: Shell
@@ -108,7 +107,7 @@ def ray_up(name: str, tmp_path: Path, monkeypatch, run_here=lambda _: None) -> C
                                      _provider=machines, _runner=shell)
     (head,) = machines.non_terminated_nodes({TAG_RAY_NODE_KIND: NODE_KIND_HEAD})
     assert machines.node_tags(head)[TAG_RAY_NODE_STATUS] == STATUS_UP_TO_DATE
-    return Cluster(name, config, machines, shell, head)
+    return Cluster(config, machines, shell, head)
 
 
 def install_v2(cluster: Cluster, folder: Path) -> str:
