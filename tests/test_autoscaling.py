@@ -474,8 +474,10 @@ def scale_from_zero_and_back(cluster: FakeAutoscalingCluster, timeline: NodeTime
 def test_lost_worker_trials_resume_on_a_new_worker(cluster, timeline, tmp_path):
     """A GPU worker dies mid-sweep (raylet and trials killed at once, like a spot
     reclaim): its trials resume from their checkpoints on a worker the autoscaler adds."""
-    # 2 trials at a quarter of a GPU: both on the one worker the autoscaler adds first.
-    argv, env = readme_sweep(cluster, "attn_act", "loss", tmp_path, "--trials", "1")
+    # 2 trials at a quarter of a GPU: both on the one worker the autoscaler adds first. Four
+    # times the tiny size: the worker must die while both trials still have validations to
+    # go (at 2,000 inputs one once finished before the kill, on a loaded machine).
+    argv, env = readme_sweep(cluster, "attn_act", "loss", tmp_path, "--trials", "1", "--max-inputs", "8000")
     logs = tmp_path / "loss" / "logs"
     with open(tmp_path / "job.log", "w") as out:
         timeline.mark("job submitted")
@@ -488,6 +490,7 @@ def test_lost_worker_trials_resume_on_a_new_worker(cluster, timeline, tmp_path):
                 time.sleep(0.3)
             nodes = set(rows["node_id"])
             assert len(nodes) == 1, f"both trials should share the one worker asked for: {nodes}"
+            assert rows.groupby("trial_id").size().max() < VALIDATIONS, "a trial finished before the loss"
             (victim,) = nodes
             killed_at = timeline.mark(f"worker {victim[-5:]} killed")
             cluster.kill_node(victim)
