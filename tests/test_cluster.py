@@ -18,6 +18,7 @@ import fnmatch
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -184,8 +185,13 @@ def test_setup_installs_project_on_every_node(launcher):
     head_torch = next(c for c in prepared["head_setup_commands"] if "torch==" in c)
     worker_torch = next(c for c in prepared["worker_setup_commands"] if "torch==" in c)
     assert "whl/cpu" in head_torch  # head runs no trials
-    assert "whl/cpu" not in worker_torch  # GPU workers need the CUDA build
-    assert any("torch.cuda.is_available()" in c for c in prepared["worker_setup_commands"])
+    assert "whl/cpu" not in worker_torch  # GPU workers need the CUDA build (test_cluster_cuda.py: which)
+    # The GPU check fails the node once torch is there, before the project install and Ray's start.
+    workers = prepared["worker_setup_commands"]
+    (check,) = [i for i, c in enumerate(workers) if "cluster/check_gpu.py" in c]
+    assert workers.index(worker_torch) < check < max(i for i, c in enumerate(workers) if REMOTE_PROJECT + "[" in c)
+    assert shlex.split(workers[check]) == ["python", f"{REMOTE_PROJECT}/cluster/check_gpu.py"]
+    assert (ROOT / "cluster" / "check_gpu.py").is_file()  # file_mounts puts the checkout at REMOTE_PROJECT
 
 
 def _docker_env(cfg: dict) -> dict[str, str]:
@@ -292,7 +298,7 @@ def _break_min_above_max(cfg):
 
 
 def _break_docker_typo(cfg):
-    cfg["docker"]["worker_imag"] = cfg["docker"].pop("worker_image")
+    cfg["docker"]["imag"] = cfg["docker"].pop("image")
 
 
 # (breakage, what Ray's validator says about it)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import jsonschema
 import pytest
 from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
+from ray.autoscaler.v2.instance_manager.config import AutoscalingConfig, Provider
 
 from cluster_files import README, ROOT, load, parse_run, python_tag, ray_pin
 
@@ -193,9 +194,31 @@ def test_operator_admission_checks(rayjob):
         # resources in rayStartParams and in the group's `resources` field exclude each other
         assert not (set(group["rayStartParams"]) & {"num-cpus", "num-gpus", "memory", "resources"}
                     and group.get("resources"))
+    # Autoscaler v2 chosen by autoscalerOptions.version: not also by the head's environment,
+    # and no pod that restarts in place.
+    head_env = {e["name"] for e in _container(_groups(rayjob)["head"]).get("env", [])}
+    assert cluster["autoscalerOptions"]["version"] == "v2" and "RAY_enable_autoscaler_v2" not in head_env
+    for group in _groups(rayjob).values():
+        assert group["template"]["spec"].get("restartPolicy", "Never") == "Never"
 
 
 # --------------------------------------------------------------------------- Ray's autoscaler
+def test_autoscaler_v2_reads_the_cluster_as_ray_builds_it(rayjob):
+    """On KubeRay, autoscaler v2 reads the RayCluster through KubeRayConfigReader: Ray's
+    conversion, then AutoscalingConfig. Its provider creates pods itself (no node updater, so
+    no Docker settings or setup commands to read: nothing like the launcher configs'
+    KeyError 'image' can happen here); the GPU group scales 0 to 8 with 1 GPU and 4 CPUs each."""
+    config = AutoscalingConfig(_derive_autoscaling_config_from_ray_cr(_raycluster_from(rayjob)))
+    assert config.provider == Provider.KUBERAY and config.disable_node_updaters()
+    types = config.get_node_type_configs()
+    gpu = types.pop("gpu-workers")
+    assert (gpu.min_worker_nodes, gpu.max_worker_nodes) == (0, 8)
+    assert {k: gpu.resources[k] for k in ("CPU", "GPU")} == {"CPU": 4, "GPU": 1}
+    (head,) = types.values()
+    assert head.resources["GPU"] == 0
+    assert config.get_idle_timeout_s() == rayjob["spec"]["rayClusterSpec"]["autoscalerOptions"]["idleTimeoutSeconds"]
+
+
 def test_converts_through_rays_autoscaler_code(rayjob):
     cfg = _derive_autoscaling_config_from_ray_cr(_raycluster_from(rayjob))  # validates
     types = cfg["available_node_types"]
