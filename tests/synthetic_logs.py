@@ -14,7 +14,7 @@ from tune_selcopy.trial_logs import METRIC_COLUMNS as METRICS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
-# The published attn_act summary (spec section 4), verbatim strings.
+# The published attn_act summary (docs/science.md, "The two published sweeps"), verbatim strings.
 PUBLISHED_HEADER = [
     "qkv", "attn", "attnact", "validation loss", "validation_mask_error%", "validation_sample_error%",
     "(min)", "(max)", "(std)", "model params", "train time (minutes)", "throughput",

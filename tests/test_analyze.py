@@ -394,7 +394,7 @@ def test_plot_unwritable_is_a_user_error(capsys, published, tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# Defects of the analysis before issue 8 (each of these fails on that code)
+# Defects of an earlier version of the analysis (each of these fails on that code)
 # ---------------------------------------------------------------------------
 
 
@@ -623,7 +623,7 @@ EXAMPLE = ROOT / "examples" / "attn_act-5seeds.parquet"
 
 def test_shipped_example_is_a_whole_real_sweep():
     """The logs of a real attn_act sweep, the whole space: 2 settings x 5 seeds, every trial's 10
-    validations of the full reference set over 1,000,000 inputs, the spec's model."""
+    validations of the full reference set over 1,000,000 inputs, the published model."""
     from tune_selcopy.trial_logs import load_logs
 
     df = load_logs(str(EXAMPLE))

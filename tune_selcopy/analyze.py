@@ -1,7 +1,7 @@
 """``python -m tune_selcopy.analyze PATH``: grouped result tables, the statistical evidence
 behind them, reproduction checks and learning-curve plots, from the Parquet trial logs alone.
 
-For every (experiment, space) under PATH it prints the published table (spec section 5),
+For every (experiment, space) under PATH it prints the published table (the write-up's format),
 the evidence on one metric with a verdict per setting against the best, plain sentences,
 and the count of unfinished trials; with ``--reference FILE``, also a reproduction check
 against a reference table. The work itself is ``tune_selcopy.analysis``.

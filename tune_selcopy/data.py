@@ -1,5 +1,5 @@
 """``python -m tune_selcopy.data validation [--count N]``: print the reference validation
-texts (``random.Random(23)``, spec section 1), one per line."""
+texts (``random.Random(23)``, docs/science.md, "The task"), one per line."""
 
 from __future__ import annotations
 

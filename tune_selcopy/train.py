@@ -1,8 +1,9 @@
 """``python -m tune_selcopy.train``: one trial from the command line, without Ray.
 
-Trains ``TrialConfig`` (the spec's defaults, changed by the flags and ``--set``) on one
-device, prints a progress line per validation and the last metrics row as one JSON line;
-with ``--checkpoint-dir`` it saves after each validation and resumes from what it finds.
+Trains ``TrialConfig`` (the published runs' settings, changed by the flags and ``--set``)
+on one device, prints a progress line per validation and the last metrics row as one JSON
+line; with ``--checkpoint-dir`` it saves after each validation and resumes from what it
+finds.
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ def identical_settings_warnings(result: ExperimentResult) -> list[str]:
     """Sentences for settings whose seeds gave exactly the same final metrics, seed for seed.
 
     Different settings trained with the same seeds only agree to the last digit when they
-    trained the same model: the varied values never reached it (spec section 6).
+    trained the same model: the varied values never reached it (docs/science.md, "What the corrections were about").
     """
     seen: dict[tuple, list[str]] = {}
     for s in result.settings:

@@ -1,5 +1,6 @@
 """Pre-flight guard against the published bug: a search-space key that never reaches the
-model or data it claims to vary (spec section 6).
+model or data it claims to vary (docs/science.md, "What the corrections were
+about").
 
 For every varied key, two trials that differ only in that key are built from their config
 dicts exactly as the trainable builds them, with the same init seed, and trained for two
