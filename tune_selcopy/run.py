@@ -78,6 +78,43 @@ def dry_run(space: ResolvedSpace) -> str:
     return "\n".join(lines)
 
 
+def cost_lines(space: ResolvedSpace, args: Any, resumed: SweepSettings | None) -> list[str]:
+    """The dry run's estimate of what the sweep costs with the resources it would ask for,
+    from a few seconds of training its first setting here (``sweeps.cost``)."""
+    import torch
+
+    from tune_selcopy.sweeps import cost
+
+    address = cluster_address(args.address)
+    node = None if address else embedded_node(args.local_cpus, args.local_gpus)
+    if resumed is not None:
+        cpus, gpus, limit = resumed.cpus_per_trial, resumed.gpus_per_trial, resumed.max_concurrent
+    else:
+        has_gpu = bool(node and node["GPU"] > 0)
+        (cpus, gpus), limit = trial_resources(args.cpus_per_trial, args.gpus_per_trial, has_gpu), args.max_concurrent
+    device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
+    trials = len(space.settings) * space.seeds
+    if node:
+        slots = math.floor(node["CPU"] / cpus) if cpus else trials
+        if gpus:
+            slots = min(slots, math.floor(node["GPU"] / gpus))
+        at_once = max(1, min(slots, limit or slots, trials))
+        gpu_text = (f", {node['GPU']:g} GPUs", f" and {gpus:g} GPU") if gpus else ("", "")
+        where = f"this machine: {node['CPU']:g} CPUs{gpu_text[0]}; {cpus:g} CPU{gpu_text[1]} per trial"
+    else:
+        at_once = min(limit, trials) if limit else None
+        where = "--max-concurrent" if limit else "the cluster's size decides; this machine measured alone"
+    # Trials side by side on this machine slow each other down: measure as many at once.
+    side_by_side = at_once if node and at_once else 1
+    throughput = cost.measure({**space.settings[0], "seed": 1}, device, max(1, int(cpus)), side_by_side=side_by_side)
+    resource, per_trial = ("GPU", gpus) if device == "cuda" else ("CPU", cpus)
+    estimate = cost.estimate(space.settings, space.seeds, throughput, resource, per_trial, at_once)
+    lines = cost.describe(estimate, throughput, where)
+    if resumed is not None:
+        lines.append("  (for the whole sweep: --resume runs only what is unfinished)")
+    return lines
+
+
 # --- Checks before Ray starts -----------------------------------------------------------
 
 
@@ -483,6 +520,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         space = resumed.resolve_space() if resumed else new_space(args)
         if args.dry_run:
             print(dry_run(space))
+            print("\n".join(cost_lines(space, args, resumed)))
             return 0
         if not args.resume:
             print("".join(f"note: {note}\n" for note in space.notes), end="")
