@@ -25,9 +25,10 @@ from tune_selcopy import trial_logs, uris
 from tune_selcopy.errors import ArgumentParser, UserError, help_parser, one_line
 from tune_selcopy.science.model import ConvTextModel
 from tune_selcopy.science.trial import TrialConfig
-from tune_selcopy.sweeps import storage
+from tune_selcopy.sweeps import storage, trackers
 from tune_selcopy.sweeps.cluster import (
     check_address,
+    check_dashboard,
     check_feasible,
     cluster_address,
     connect,
@@ -254,7 +255,11 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
             # be older than the newest; Tune fails a trial whose named checkpoint is gone.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             progress_reporter=reporter,
-            callbacks=[TrialFailures(), KeepIntactState()],
+            callbacks=[
+                TrialFailures(),
+                KeepIntactState(),
+                *trackers.callbacks(settings.log_to, space.name, settings.name),
+            ],
             verbose=1,
         ),
     )
@@ -389,6 +394,11 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
                    help="CPUs the embedded Ray declares (default: all of this machine's)")
     p.add_argument("--local-gpus", type=finite, metavar="N",
                    help="GPUs the embedded Ray declares (default: as many as torch sees)")
+    p.add_argument("--log-to", action="append", default=[], metavar="TRACKER",
+                   help="also log every trial to mlflow, mlflow=URI, wandb or wandb=PROJECT, repeatable (default: "
+                   "none besides the Parquet logs and Ray's TensorBoard files; docs/trackers.md)")
+    p.add_argument("--dashboard", action="store_true",
+                   help="start the embedded Ray with its dashboard on 127.0.0.1 and print its URL (needs ray[default])")
     return p
 
 
@@ -472,6 +482,7 @@ def prepare(
             gpus_per_trial=gpus,
             max_concurrent=args.max_concurrent,
             resolved_space=space.to_data(),
+            log_to=trackers.parse(args.log_to),
         ),
         numbered=args.name is None,
     )
@@ -496,6 +507,8 @@ def check_same_options(args: Any, settings: SweepSettings, space: ResolvedSpace)
     }
     differ = [f"{option} {new} (the sweep has {old})" for option, (new, old) in given.items()
               if new is not None and new != old]
+    if args.log_to and trackers.parse(args.log_to) != settings.log_to:
+        differ.append(f"--log-to {' '.join(args.log_to)} (the sweep has {' '.join(settings.log_to) or 'none'})")
     for key, value in parse_sets(args.set).items():
         saved = sorted({str(setting[key]) for setting in space.settings})
         if saved != [str(value)]:
@@ -512,6 +525,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     try:
         args = build_parser(prog).parse_args(argv)
         check_args(args)
+        log_to = trackers.parse(args.log_to)
         storage_uri = args.storage if "://" in args.storage else os.path.abspath(args.storage)
         resumed = None
         if args.resume:
@@ -525,9 +539,13 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         if not args.resume:
             print("".join(f"note: {note}\n" for note in space.notes), end="")
         address = cluster_address(args.address)
+        if args.dashboard:
+            check_dashboard(address)
+        for line in trackers.check(resumed.log_to if resumed else log_to):
+            print(line, flush=True)
         node = None if address else embedded_node(args.local_cpus, args.local_gpus)
         settings, claimed = prepare(args, space, storage_uri, address, node, resumed)
-        print(connect(address, node), flush=True)
+        print(connect(address, node, args.dashboard), flush=True)
         if claimed and address:
             import ray
 
