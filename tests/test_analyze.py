@@ -641,7 +641,7 @@ def test_readme_shows_what_the_quick_start_prints_for_the_example(capsys):
     example section holds exactly the tables that command prints."""
     readme = (ROOT / "README.md").read_text()
     quick = readme.split("## Quick start", 1)[1].split("```", 2)[1]
-    assert f"tune_selcopy.analyze {EXAMPLE.relative_to(ROOT)} --reference attn_act" in quick
+    assert f"tune-selcopy analyze {EXAMPLE.relative_to(ROOT)} --reference attn_act" in quick
     rc, out, err = run_main(capsys, EXAMPLE, "--reference", "attn_act")
     assert rc == 0 and "All 10 trials finished." in out + err
     tables = parse_pipe_tables(out)
