@@ -1,10 +1,10 @@
-"""Try the unhappy paths of issue 9 as a user would, from a shell, and time them.
+"""Try the unhappy paths of docs/reliability.md as a user would, from a shell, and time them.
 
     .venv/bin/python bench/unhappy_paths.py [--out FILE.md]
 
 Each case runs the real command line in a child process and records the exit code, the
-wall time and the error line on stderr, as a Markdown table (the figures behind the
-README's reliability section). Cases that need root (a tmpfs for a full or read-only
+wall time and the error line on stderr, as a Markdown table (the figures behind
+docs/reliability.md). Cases that need root (a tmpfs for a full or read-only
 disk) are skipped without it. Takes a few minutes: the Ctrl-C and full-disk cases run
 tiny real sweeps.
 """
@@ -117,44 +117,44 @@ def main() -> None:
     disk, ro = work / "disk", work / "ro"
     root_ok = mount_tmpfs(disk, "size=96m") and mount_tmpfs(ro, "ro,size=1m")
 
-    cases: list[tuple[str, str, Callable[[], tuple[int, float, str]] | None]] = [
-        ("1", "crafted checkpoint (train --checkpoint-dir)",
+    cases: list[tuple[str, Callable[[], tuple[int, float, str]] | None]] = [
+        ("crafted checkpoint (train --checkpoint-dir)",
          plain(command("tune_selcopy.train", "--max-inputs", "640", "--checkpoint-dir", str(crafted)))),
-        ("2", "--name of an existing sweep", plain(command(*run, *TINY, "--storage", str(store), "--name", "taken"))),
-        ("3", "Ctrl-C (SIGINT) during a sweep", ctrl_c(store)),
-        ("4", "storage fills up mid-sweep (96 MB tmpfs)", full_disk(disk) if root_ok else None),
-        ("5", "--storage gs:// without network", plain(command(*run, *TINY, "--storage", "gs://tune-selcopy/x"))),
-        ("5", "--address to a closed port", plain(command(*run, *TINY, "--address", f"127.0.0.1:{closed_port}"))),
-        ("6", "--name ../escape", plain(command(*run, *TINY, "--storage", str(store), "--name", "../escape"))),
-        ("7", "--storage under /proc", plain(command(*run, *TINY, "--storage", "/proc/x"))),
-        ("7", "--storage on a read-only filesystem",
+        ("--name of an existing sweep", plain(command(*run, *TINY, "--storage", str(store), "--name", "taken"))),
+        ("Ctrl-C (SIGINT) during a sweep", ctrl_c(store)),
+        ("storage fills up mid-sweep (96 MB tmpfs)", full_disk(disk) if root_ok else None),
+        ("--storage gs:// without network", plain(command(*run, *TINY, "--storage", "gs://tune-selcopy/x"))),
+        ("--address to a closed port", plain(command(*run, *TINY, "--address", f"127.0.0.1:{closed_port}"))),
+        ("--name ../escape", plain(command(*run, *TINY, "--storage", str(store), "--name", "../escape"))),
+        ("--storage under /proc", plain(command(*run, *TINY, "--storage", "/proc/x"))),
+        ("--storage on a read-only filesystem",
          plain(command(*run, *TINY, "--storage", str(ro / "x"))) if root_ok else None),
-        ("7", "--storage s3:// without credentials", plain(command(*run, *TINY, "--storage", "s3://tune-selcopy/x"))),
-        ("7", "--address notahost", plain(command(*run, *TINY, "--address", "notahost"))),
-        ("7", "--local-cpus -2", plain(command(*run, *TINY, "--local-cpus", "-2"))),
-        ("7", "--local-gpus -1", plain(command(*run, *TINY, "--local-gpus", "-1"))),
-        ("7", "train --device banana", plain(command("tune_selcopy.train", "--device", "banana"))),
-        ("7", "train --seed -1", plain(command("tune_selcopy.train", "--seed", "-1"))),
-        ("7", "train --seed 10**22", plain(command("tune_selcopy.train", "--seed", str(10**22)))),
-        ("7", "train --checkpoint-dir that is a file",
+        ("--storage s3:// without credentials", plain(command(*run, *TINY, "--storage", "s3://tune-selcopy/x"))),
+        ("--address notahost", plain(command(*run, *TINY, "--address", "notahost"))),
+        ("--local-cpus -2", plain(command(*run, *TINY, "--local-cpus", "-2"))),
+        ("--local-gpus -1", plain(command(*run, *TINY, "--local-gpus", "-1"))),
+        ("train --device banana", plain(command("tune_selcopy.train", "--device", "banana"))),
+        ("train --seed -1", plain(command("tune_selcopy.train", "--seed", "-1"))),
+        ("train --seed 10**22", plain(command("tune_selcopy.train", "--seed", str(10**22)))),
+        ("train --checkpoint-dir that is a file",
          plain(command("tune_selcopy.train", "--max-inputs", "640", "--checkpoint-dir", str(a_file)))),
-        ("7", "--resume of a corrupt tune_selcopy.json",
+        ("--resume of a corrupt tune_selcopy.json",
          plain(command(*run, "--resume", "--name", "corrupt", "--storage", str(store)))),
-        ("8", "train --warmup-steps -5", plain(command("tune_selcopy.train", "--warmup-steps", "-5"))),
-        ("9", "--trials 0", plain(command(*run, "--trials", "0"))),
-        ("9", "--gpus-per-trial 1.5", plain(command(*run, "--gpus-per-trial", "1.5"))),
-        ("10", "--local-cpus 0", plain(command(*run, "--local-cpus", "0"))),
-        ("10", "--max-concurrent -1", plain(command(*run, "--max-concurrent", "-1"))),
-        ("10", "run --bogus (argparse)", plain(command(*run, "--bogus"))),
+        ("train --warmup-steps -5", plain(command("tune_selcopy.train", "--warmup-steps", "-5"))),
+        ("--trials 0", plain(command(*run, "--trials", "0"))),
+        ("--gpus-per-trial 1.5", plain(command(*run, "--gpus-per-trial", "1.5"))),
+        ("--local-cpus 0", plain(command(*run, "--local-cpus", "0"))),
+        ("--max-concurrent -1", plain(command(*run, "--max-concurrent", "-1"))),
+        ("run --bogus (argparse)", plain(command(*run, "--bogus"))),
     ]
-    rows = ["| # | case | exit | seconds | what it printed (stderr) |", "|---|---|---:|---:|---|"]
+    rows = ["| case | exit | seconds | what it printed (stderr) |", "|---|---:|---:|---|"]
     try:
-        for number, name, case in cases:
+        for name, case in cases:
             if case is None:
-                rows.append(f"| {number} | {name} | | | skipped: needs root to mount a tmpfs |")
+                rows.append(f"| {name} | | | skipped: needs root to mount a tmpfs |")
                 continue
             code, seconds, line = case()
-            rows.append(f"| {number} | {name} | {code} | {seconds:.1f} | `{line[:160]}` |")
+            rows.append(f"| {name} | {code} | {seconds:.1f} | `{line[:160]}` |")
             print(rows[-1], flush=True)
     finally:
         for mount in (disk, ro):

@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
-# Create .venv with this project and its test tools (CPU torch). Idempotent.
-# GPU machines: install the CUDA torch build you need into .venv first (see README);
-# this script then leaves it alone, since torch is already present.
+# Create .venv with this project, its test tools and the `tune-selcopy` command. Idempotent.
+#
+# torch comes first, pinned to torch==2.13.0, unless .venv already has a torch:
+# - from PyPI on Linux x86-64 that pin is the CUDA build: several GB of nvidia-* wheels
+#   (it runs on CPU-only machines too);
+# - CPU-only machines can take the CPU wheel (about 190 MB) instead:
+#       TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu bash scripts/setup.sh
+# - another CUDA version the same way, e.g. .../whl/cu126 (`nvidia-smi` shows the highest
+#   your driver supports), or install any torch into .venv first: it is then left alone.
+# CI machines serve the pin from a local CPU wheel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-    # Pinned so pip takes the CPU wheel (an open range can pull a multi-GB CUDA build).
-    .venv/bin/pip install -q "torch==2.13.0"
+    if [ -n "${TORCH_INDEX_URL:-}" ]; then
+        echo "setup: installing torch==2.13.0 from $TORCH_INDEX_URL"
+        .venv/bin/pip install -q "torch==2.13.0" --index-url "$TORCH_INDEX_URL"
+    else
+        echo "setup: installing torch==2.13.0 (from PyPI on Linux x86-64: the CUDA build, several GB;" \
+             "for the CPU wheel: TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu bash scripts/setup.sh)"
+        .venv/bin/pip install -q "torch==2.13.0"
+    fi
 fi
 .venv/bin/pip install -q -e ".[test]"

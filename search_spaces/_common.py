@@ -1,4 +1,4 @@
-"""Settings shared by the published sweeps (spec section 4)."""
+"""Settings shared by the published sweeps (docs/science.md, "The two published sweeps")."""
 
 from typing import Any
 

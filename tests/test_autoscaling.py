@@ -16,7 +16,7 @@ checks, since this provider never runs them.
 ``ray.cluster_utils.AutoscalingCluster(..., autoscaler_v2=True)`` shows what v2 needs of the
 provider (``launch_multiple``, ``head_node_id``) and of the head (the env in ``V2_HEAD_ENV``),
 but it cannot be used here: its start/shutdown run ``ray stop --force`` (which would stop every
-Ray on a shared machine), and the defaults file it reads (fake_multi_node/example.yaml) is not
+Ray on the machine, a CI runner's other jobs included), and the defaults file it reads (fake_multi_node/example.yaml) is not
 in the ray 2.60 wheel. So the head is started the way it does it, with free ports, a private
 temp dir, token auth, and stopped by process group.
 

@@ -1,7 +1,7 @@
-"""The task data (spec section 1): reference generator, validation set, encoding and the
-seeded tensor training stream.
+"""The task data (docs/science.md, "The task"): reference generator, validation set, encoding and
+the seeded tensor training stream.
 
-Answers are checked with a small interpreter written here from the spec's wording, not
+Answers are checked with a small interpreter written here from the task's description, not
 with the package's own code.
 """
 
@@ -118,7 +118,7 @@ def test_validation_cli_prints_the_first_texts():
 
 
 def reference_generator(count, rng, input_length, num_items, num_operations, operators, fifo):
-    """Spec section 1's step-by-step description, written out again (no dedup/exclude)."""
+    """The steps of docs/science.md ("The validation set, exactly"), written out again (no dedup/exclude)."""
     texts = []
     draw = lambda v: rng.randint(*v) if isinstance(v, tuple) else v  # noqa: E731
     while len(texts) < count:

@@ -1,5 +1,5 @@
 """The package's layering, read from its imports (module level and inside functions, type-only
-ones included): no import circles, and no edge the README's layout table forbids.
+ones included): no import circles, and no edge the layout table of docs/layout.md forbids.
 
     python tests/test_layout.py     prints the edges between the parts and what each part imports
 """

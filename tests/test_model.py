@@ -1,4 +1,4 @@
-"""The model (spec section 2): parameter counts, linear attention, q/k/v routing, config errors."""
+"""The model (docs/science.md): parameter counts, linear attention, q/k/v routing, config errors."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def params(attention, invention="QK", **kwargs) -> int:
     return ConvTextModel(config).num_params()
 
 
-# --- parameter counts: the spec table, exactly ------------------------------------------
+# --- parameter counts: the published table, exactly -----------------------------------
 
 
 @pytest.mark.parametrize("activation", ["gelu", "relu"])

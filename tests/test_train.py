@@ -1,4 +1,4 @@
-"""Training (spec section 3): metrics, learning-rate schedule, a short real run,
+"""Training (docs/science.md, "Training"): metrics, learning-rate schedule, a short real run,
 reproducibility, checkpoint/resume and the command line. All on 1 CPU thread."""
 
 from __future__ import annotations

@@ -24,36 +24,58 @@ from tune_selcopy.analysis.render import plots_line
 from tune_selcopy.analysis.report import FORMATS, notes, read_results, render
 from tune_selcopy.analysis.reproduction import check_all, read_reference
 from tune_selcopy.analysis.results import DEFAULT_METRIC
-from tune_selcopy.errors import ArgumentParser, UserError, one_line
+from tune_selcopy.errors import UserError, help_parser, one_line
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="python -m tune_selcopy.analyze",
-        description="Grouped result tables, statistical evidence, reproduction checks and plots from "
-        "tune_selcopy Parquet trial logs.",
-    )
-    p.add_argument("path", metavar="PATH", help="results folder of one sweep, or a parent of several (local or URI)")
-    p.add_argument("--space", metavar="SPACE", help="only trials of this search space (a name or its .yaml file)")
+PROG = "python -m tune_selcopy.analyze"
+DESCRIPTION = """\
+Read a sweep's Parquet logs and say what its seeds support: per experiment one sentence
+with the finding (a difference, none, or too few seeds to tell), then a compact table of
+each setting's seeds (n, mean with its 95% interval, IQM, the seeds' values, verdict);
+with --reference, a check against published results; with --detail, the published table
+and every test behind the verdicts; with --plot, the learning curves and the intervals.
+It needs only the logs: a sweep folder, a folder of several sweeps, or one gathered
+Parquet file, local or at a URI. The statistics are explained in docs/analysis.md."""
+EPILOG = """\
+examples:
+  {prog} examples/attn_act-5seeds.parquet --reference attn_act --plot curves.png
+      the shipped real sweep, checked against the published runs, with its curves
+  {prog} results/attn_act-20261201-120000 --metric validation_loss
+      a sweep of yours, judged on the validation loss
+  {prog} s3://BUCKET/results --space attn_invent --format csv > attn_invent.csv
+      every attn_invent sweep in a bucket, as CSV (the sentences go to stderr)
+
+exit codes:
+  0    printed
+  2    bad input: no logs there, foreign or broken logs, a bad reference file (one
+       "error: ..." line on stderr)"""
+
+
+def _parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = help_parser(prog, DESCRIPTION, EPILOG.format(prog=prog))
+    p.add_argument("path", metavar="PATH", help="a sweep's folder, a parent of several, or a Parquet file (local or URI)")
+    p.add_argument("--space", metavar="SPACE",
+                   help="only trials of this search space, a name or its .yaml file (default: every space)")
     p.add_argument("--sort", metavar="COLUMN", help="sort column (default: validation_sample_error%%, worst first); "
                    "append :asc or :desc")
     p.add_argument("--format", dest="fmt", choices=FORMATS, default="markdown", help="output format")
-    p.add_argument("--plot", metavar="FILE.png", help="also write the learning curves to this PNG, and the "
+    p.add_argument("--plot", metavar="FILE.png", help="also write the learning curves to this PNG (default: no plot), and the "
                    "intervals of each setting next to it (x.png -> x-intervals.png, x-curves.png -> x-intervals.png)")
     p.add_argument("--detail", action="store_true", help="print the published table and every test behind the "
                    "verdicts, not the compact table")
     p.add_argument("--metric", default=DEFAULT_METRIC, metavar="COLUMN",
-                   help=f"metric for the evidence and the plot (default {DEFAULT_METRIC.replace('%', '%%')})")
+                   help="the metric of the evidence, the verdicts and the plot")
     p.add_argument("--alpha", type=float, default=ALPHA, metavar="A",
-                   help=f"family-wise error rate of the verdicts (default {ALPHA:g})")
+                   help="family-wise error rate of the verdicts: the chance of any false 'different'")
     p.add_argument("--reference", metavar="FILE",
-                   help="also check the results against this reference CSV (or a shipped one by name, e.g. attn_act)")
+                   help="also check the results against this reference CSV, or a shipped one by name, e.g. attn_act "
+                   "(default: no check)")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     try:
-        args = _parser().parse_args(argv)
+        args = _parser(prog).parse_args(argv)
         space = args.space
         if space is not None:  # imported here: spaces needs torch, reading logs does not
             from tune_selcopy.sweeps.space_sources import space_name_of

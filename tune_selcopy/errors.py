@@ -24,3 +24,21 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UserError(f"{message} (see {self.prog} --help)")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` as the commands write it: the description's and epilog's line breaks kept
+    (examples, exit codes), and each option's default appended unless its help already
+    says it or there is none to show (``None``: the help says what happens; a flag: off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        none = action.default is None or action.default is False or action.default == []
+        if "default" in text or none or action.default == argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
+def help_parser(prog: str, description: str, epilog: str) -> ArgumentParser:
+    """The parser of a command: one-line usage errors, the shared help layout."""
+    return ArgumentParser(prog=prog, description=description, epilog=epilog, formatter_class=HelpFormatter)

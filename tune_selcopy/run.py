@@ -22,12 +22,13 @@ from dataclasses import asdict
 from typing import Any
 
 from tune_selcopy import trial_logs, uris
-from tune_selcopy.errors import ArgumentParser, UserError, one_line
+from tune_selcopy.errors import ArgumentParser, UserError, help_parser, one_line
 from tune_selcopy.science.model import ConvTextModel
 from tune_selcopy.science.trial import TrialConfig
-from tune_selcopy.sweeps import storage
+from tune_selcopy.sweeps import storage, trackers
 from tune_selcopy.sweeps.cluster import (
     check_address,
+    check_dashboard,
     check_feasible,
     cluster_address,
     connect,
@@ -76,6 +77,43 @@ def dry_run(space: ResolvedSpace) -> str:
         f"({len(configs) * seeds * max_inputs:,} in all)"
     )
     return "\n".join(lines)
+
+
+def cost_lines(space: ResolvedSpace, args: Any, resumed: SweepSettings | None) -> list[str]:
+    """The dry run's estimate of what the sweep costs with the resources it would ask for,
+    from a few seconds of training its first setting here (``sweeps.cost``)."""
+    import torch
+
+    from tune_selcopy.sweeps import cost
+
+    address = cluster_address(args.address)
+    node = None if address else embedded_node(args.local_cpus, args.local_gpus)
+    if resumed is not None:
+        cpus, gpus, limit = resumed.cpus_per_trial, resumed.gpus_per_trial, resumed.max_concurrent
+    else:
+        has_gpu = bool(node and node["GPU"] > 0)
+        (cpus, gpus), limit = trial_resources(args.cpus_per_trial, args.gpus_per_trial, has_gpu), args.max_concurrent
+    device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
+    trials = len(space.settings) * space.seeds
+    if node:
+        slots = math.floor(node["CPU"] / cpus) if cpus else trials
+        if gpus:
+            slots = min(slots, math.floor(node["GPU"] / gpus))
+        at_once = max(1, min(slots, limit or slots, trials))
+        gpu_text = (f", {node['GPU']:g} GPUs", f" and {gpus:g} GPU") if gpus else ("", "")
+        where = f"this machine: {node['CPU']:g} CPUs{gpu_text[0]}; {cpus:g} CPU{gpu_text[1]} per trial"
+    else:
+        at_once = min(limit, trials) if limit else None
+        where = "--max-concurrent" if limit else "the cluster's size decides; this machine measured alone"
+    # Trials side by side on this machine slow each other down: measure as many at once.
+    side_by_side = at_once if node and at_once else 1
+    throughput = cost.measure({**space.settings[0], "seed": 1}, device, max(1, int(cpus)), side_by_side=side_by_side)
+    resource, per_trial = ("GPU", gpus) if device == "cuda" else ("CPU", cpus)
+    estimate = cost.estimate(space.settings, space.seeds, throughput, resource, per_trial, at_once)
+    lines = cost.describe(estimate, throughput, where)
+    if resumed is not None:
+        lines.append("  (for the whole sweep: --resume runs only what is unfinished)")
+    return lines
 
 
 # --- Checks before Ray starts -----------------------------------------------------------
@@ -209,7 +247,11 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
             # be older than the newest; Tune fails a trial whose named checkpoint is gone.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             progress_reporter=reporter,
-            callbacks=[TrialFailures(), KeepIntactState()],
+            callbacks=[
+                TrialFailures(),
+                KeepIntactState(),
+                *trackers.callbacks(settings.log_to, space.name, settings.name),
+            ],
             verbose=1,
         ),
     )
@@ -276,35 +318,99 @@ def finite(text: str) -> float:
     return value
 
 
-def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog="python -m tune_selcopy.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("space", nargs="?", help=f"search space: {', '.join(available_spaces())}, or a .yaml space file "
-                   "(ours or a reference experiment file); not needed with --resume --name")
+PROG = "python -m tune_selcopy.run"
+DESCRIPTION = """\
+Run a search space as a Ray Tune sweep: every setting of SPACE, each with its seeds, one
+trial per seed. Without SPACE (and without --resume) it lists the spaces.
+
+It joins the Ray cluster at --address (or RAY_ADDRESS, as inside `ray job submit`), else
+starts an embedded Ray on this machine that listens on loopback only. Before Ray starts it
+checks the arguments, the space, that every varied key reaches the model (two training
+steps per key), the storage and the cluster. Each trial writes one Parquet row per
+validation under STORAGE/NAME/logs and checkpoints at every validation; at the end the
+analysis is printed and the error curves are plotted to STORAGE/NAME/curves.png.
+Everything about sweeps: docs/sweeps.md."""
+EPILOG = """\
+examples:
+  {prog} attn_invent --dry-run
+      the 160 trials of the published attn_invent sweep, their parameter counts, and
+      what the sweep would cost on this machine; trains nothing
+  {prog} attn_act --trials 2 --max-inputs 20000 --val-count 1000
+      a quick look: 2 seeds of the 2 settings, each 20,000 inputs (too short to learn)
+  {prog} attn_act --resume
+      continue the latest attn_act sweep in ./results where it stopped
+  {prog} search_spaces/attn_invent_small.yaml --storage s3://BUCKET/results
+      a space file of your own, its sweep stored in a bucket
+
+exit codes:
+  0    every trial finished
+  1    some trials failed (the others' results are printed)
+  2    bad input, or storage or cluster unusable: one "error: ..." line on stderr
+  130  interrupted (Ctrl-C); the --resume command that continues is printed"""
+
+
+def build_parser(prog: str = PROG) -> ArgumentParser:
+    p = help_parser(prog, DESCRIPTION, EPILOG.format(prog=prog))
+    p.add_argument("space", nargs="?", metavar="SPACE",
+                   help=f"search space: {', '.join(available_spaces())}, or a .yaml space file (ours or an "
+                   "experiment file of the reference tool); not needed with --resume --name")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="replace a fixed trial-config value (repeatable): --set channels=32 --set dilation=1,2,3")
-    p.add_argument("--dry-run", action="store_true", help="list settings and parameter counts, train nothing")
-    p.add_argument("--trials", type=int, help="seeds per setting (default: the space's)")
-    p.add_argument("--max-inputs", type=int, help="training inputs per trial (default: the space's)")
-    p.add_argument("--val-count", type=int, help="validation samples (a prefix of the reference 10,000)")
-    p.add_argument("--cpus-per-trial", type=finite, help="default 1")
-    p.add_argument("--gpus-per-trial", type=finite, help="default 0.25 on a cluster with GPUs, else 0")
-    p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
-    p.add_argument("--storage", default=DEFAULT_STORAGE, help="folder or URI (file://, s3://, gs://)")
-    p.add_argument("--name", help="experiment name (default: SPACE-YYYYmmdd-HHMMSS)")
-    p.add_argument("--resume", action="store_true", help="finish an interrupted sweep (default: the latest)")
-    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else embedded Ray)")
+                   help="replace a fixed trial-config value, repeatable: --set channels=32 --set dilation=1,2,3 "
+                   "(default: the space's values)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the settings, their parameter counts and an estimate of the sweep's cost (measured "
+                   "with a few seconds of training here); train nothing")
+    p.add_argument("--trials", type=int, metavar="N", help="seeds per setting (default: the space's)")
+    p.add_argument("--max-inputs", type=int, metavar="N", help="training inputs per trial (default: the space's, "
+                   "1,000,000 in the published spaces)")
+    p.add_argument("--val-count", type=int, metavar="N", help="validation samples, the first N of the reference "
+                   "10,000 (default: the space's, all 10,000 in the published spaces)")
+    p.add_argument("--cpus-per-trial", type=finite, metavar="N",
+                   help="CPUs (and torch threads) per trial (default: 1)")
+    p.add_argument("--gpus-per-trial", type=finite, metavar="F",
+                   help="GPU share per trial, e.g. 0.25 for four trials per GPU (default: 0.25 on a cluster with "
+                   "GPUs, else 0)")
+    p.add_argument("--max-concurrent", type=int, metavar="N",
+                   help="at most N trials at once (default: as many as the resources hold)")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, metavar="PATH_OR_URI",
+                   help="where sweeps go: a folder, or a file://, s3:// or gs:// URI")
+    p.add_argument("--name", help="the sweep's name, its folder under --storage (default: SPACE-YYYYmmdd-HHMMSS)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted sweep with its saved settings: --name NAME, or else the latest "
+                   "sweep of SPACE in --storage")
+    p.add_argument("--address", help="Ray cluster to join, host:port or ray://host:port (default: RAY_ADDRESS, "
+                   "else an embedded Ray on this machine)")
     p.add_argument("--wait-for-nodes", type=finite, default=0, metavar="SECONDS",
-                   help="on an autoscaling cluster, wait this long for a node that fits a trial")
-    p.add_argument("--local-cpus", type=int, help="CPUs of the embedded Ray (default: all)")
-    p.add_argument("--local-gpus", type=finite, help="GPUs of the embedded Ray (default: torch's count)")
+                   help="on an autoscaling cluster, wait this long for a node that fits a trial; 0 fails at once")
+    p.add_argument("--local-cpus", type=int, metavar="N",
+                   help="CPUs the embedded Ray declares (default: all of this machine's)")
+    p.add_argument("--local-gpus", type=finite, metavar="N",
+                   help="GPUs the embedded Ray declares (default: as many as torch sees)")
+    p.add_argument("--log-to", action="append", default=[], metavar="TRACKER",
+                   help="also log every trial to mlflow, mlflow=URI, wandb or wandb=PROJECT, repeatable (default: "
+                   "none besides the Parquet logs and Ray's TensorBoard files; docs/trackers.md)")
+    p.add_argument("--dashboard", action="store_true",
+                   help="start the embedded Ray with its dashboard on 127.0.0.1 and print its URL (needs ray[default])")
     return p
+
+
+def space_list() -> str:
+    """The spaces ``run SPACE`` takes by name, one line each, and the space files shipped."""
+    lines = ["spaces:"]
+    for name in available_spaces():
+        space = load_space(name).resolve()
+        lines.append(f"  {name:<12} {len(space.settings):>3} settings x {space.seeds:>2} seeds   {space.description}")
+    lines += ["or a space file, e.g. search_spaces/attn_invent_small.yaml (our format) or",
+              "search_spaces/reference/attn_act.yml (the reference tool's); both formats: docs/sweeps.md"]
+    return "\n".join(lines)
 
 
 def new_space(args: Any) -> ResolvedSpace:
     """The space of a new sweep: SPACE resolved with --set, --max-inputs, --val-count and
     --trials; its warnings go to stderr."""
     if args.space is None:
-        raise UserError("give a SPACE: a module name or a .yaml space file")
+        print(space_list())
+        raise UserError("give a SPACE to run: one of the spaces above, or a .yaml space file")
     sets, flags = parse_sets(args.set), trial_overrides(args.max_inputs, args.val_count)
     if set(sets) & set(flags):
         raise UserError(f"{', '.join(sorted(set(sets) & set(flags)))} given both by --set and by its own flag")
@@ -368,6 +474,7 @@ def prepare(
             gpus_per_trial=gpus,
             max_concurrent=args.max_concurrent,
             resolved_space=space.to_data(),
+            log_to=trackers.parse(args.log_to),
         ),
         numbered=args.name is None,
     )
@@ -392,6 +499,8 @@ def check_same_options(args: Any, settings: SweepSettings, space: ResolvedSpace)
     }
     differ = [f"{option} {new} (the sweep has {old})" for option, (new, old) in given.items()
               if new is not None and new != old]
+    if args.log_to and trackers.parse(args.log_to) != settings.log_to:
+        differ.append(f"--log-to {' '.join(args.log_to)} (the sweep has {' '.join(settings.log_to) or 'none'})")
     for key, value in parse_sets(args.set).items():
         saved = sorted({str(setting[key]) for setting in space.settings})
         if saved != [str(value)]:
@@ -403,11 +512,12 @@ def check_same_options(args: Any, settings: SweepSettings, space: ResolvedSpace)
         )
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     settings, claimed, launched = None, False, False
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(prog).parse_args(argv)
         check_args(args)
+        log_to = trackers.parse(args.log_to)
         storage_uri = args.storage if "://" in args.storage else os.path.abspath(args.storage)
         resumed = None
         if args.resume:
@@ -416,13 +526,18 @@ def main(argv: list[str] | None = None) -> int:
         space = resumed.resolve_space() if resumed else new_space(args)
         if args.dry_run:
             print(dry_run(space))
+            print("\n".join(cost_lines(space, args, resumed)))
             return 0
         if not args.resume:
             print("".join(f"note: {note}\n" for note in space.notes), end="")
         address = cluster_address(args.address)
+        if args.dashboard:
+            check_dashboard(address)
+        for line in trackers.check(resumed.log_to if resumed else log_to):
+            print(line, flush=True)
         node = None if address else embedded_node(args.local_cpus, args.local_gpus)
         settings, claimed = prepare(args, space, storage_uri, address, node, resumed)
-        print(connect(address, node), flush=True)
+        print(connect(address, node, args.dashboard), flush=True)
         if claimed and address:
             import ray
 

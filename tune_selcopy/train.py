@@ -1,8 +1,9 @@
 """``python -m tune_selcopy.train``: one trial from the command line, without Ray.
 
-Trains ``TrialConfig`` (the spec's defaults, changed by the flags and ``--set``) on one
-device, prints a progress line per validation and the last metrics row as one JSON line;
-with ``--checkpoint-dir`` it saves after each validation and resumes from what it finds.
+Trains ``TrialConfig`` (the published runs' settings, changed by the flags and ``--set``)
+on one device, prints a progress line per validation and the last metrics row as one JSON
+line; with ``--checkpoint-dir`` it saves after each validation and resumes from what it
+finds.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tune_selcopy.errors import ArgumentParser, UserError, one_line
+from tune_selcopy.errors import ArgumentParser, UserError, help_parser, one_line
 from tune_selcopy.science.model import format_attention
 from tune_selcopy.science.trial import Trial, TrialConfig
 from tune_selcopy.sweeps.spaces import parse_sets
@@ -29,27 +30,63 @@ def _progress_line(config: TrialConfig, row: Mapping[str, Any]) -> str:
     )
 
 
-def build_parser() -> ArgumentParser:
+PROG = "python -m tune_selcopy.train"
+DESCRIPTION = """\
+Train one trial on this machine, without Ray: the model and training of the published runs
+(3 layers, 64 channels, kernel 13, dilations 3,5,1, AdamW at 5e-4 with a cosine schedule,
+1,000,000 inputs, 10 validations on the reference validation set), changed by the options.
+It prints one progress line per validation and, at the end, the last metrics row as one
+JSON line. With --checkpoint-dir it saves after every validation and, started again with
+the same folder, continues from there. The settings are explained in docs/science.md."""
+EPILOG = """\
+examples:
+  {prog} --attn 0,0,T --qkv QK --attnact dpfp --seed 3 --threads 1
+      one trial of the published attn_act sweep: 1,000,000 inputs on one CPU thread
+  {prog} --max-inputs 20000 --val-count 1000
+      a quick look at the default setting
+  {prog} --attn 0,0,8 --qkv QKV --device cuda --checkpoint-dir ckpt/qkv8
+      on a GPU, resumable: run the same command again after an interruption
+  {prog} --set channels=32 --set dilation=1,2,3
+      any other trial-config value
+
+exit codes:
+  0    trained to the end
+  2    bad input (one "error: ..." line on stderr)
+  130  interrupted (Ctrl-C); with --checkpoint-dir the same command continues"""
+
+
+def build_parser(prog: str = PROG) -> ArgumentParser:
     defaults = TrialConfig()
-    parser = ArgumentParser(prog="python -m tune_selcopy.train", description="Train one trial.")
-    parser.add_argument("--attn", default=format_attention(defaults.attn), help="per layer: 0, T or heads")
-    parser.add_argument("--qkv", default=defaults.qkv, help="QK, QV, KV or QKV")
-    parser.add_argument("--attnact", default=defaults.attnact, help="elu+1 or dpfp")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--max-inputs", type=int, default=defaults.max_inputs)
-    parser.add_argument("--val-count", type=int, default=defaults.val_count)
-    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    parser = help_parser(prog, DESCRIPTION, EPILOG.format(prog=prog))
+    parser.add_argument("--attn", default=format_attention(defaults.attn),
+                        help="attention per layer, comma-separated: 0 none, T parameter-free, or a number of heads")
+    parser.add_argument("--qkv", default=defaults.qkv,
+                        help="what the convolution invents for attention: QK, QV, KV or QKV (the rest is the layer "
+                        "input)")
+    parser.add_argument("--attnact", default=defaults.attnact,
+                        help="feature map of the parameter-free attention: elu+1 or dpfp")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="seeds the model's initial weights and the training stream (0..2**63-1)")
+    parser.add_argument("--max-inputs", type=int, default=defaults.max_inputs, metavar="N",
+                        help="training inputs in all; the learning rate's cosine spans them")
+    parser.add_argument("--val-count", type=int, default=defaults.val_count, metavar="N",
+                        help="validation samples: the first N of the reference validation set")
+    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps, metavar="N",
+                        help="steps of linear learning-rate warm-up before the cosine (the published runs had none)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch (default: torch's own choice)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--checkpoint-dir", default=None, help="save after each validation; resume if present")
+    parser.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                        help="save after each validation and resume from what is there (default: no checkpoints)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any other trial-config value, applied after the flags above (repeatable)")
+                        help="any other trial-config value, applied after the options above, repeatable "
+                        "(default: the published runs' values)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(prog).parse_args(argv)
         config = TrialConfig.from_dict(
             {
                 "attn": args.attn,

@@ -1,4 +1,5 @@
-"""The residual dilated Conv1d text model with optional attention per layer (spec section 2).
+"""The residual dilated Conv1d text model with optional attention per layer
+(docs/science.md, "The model").
 
 Per layer: ``y = conv(x)``; with attention the conv invents some of q/k/v (the rest is the
 layer input x) and attention mixes the sequence; then ``out = gelu(y) + x``.

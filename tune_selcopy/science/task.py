@@ -1,5 +1,5 @@
 """The program/QA task: the reference text generator, the fixed validation set, a fast
-seeded training stream, and the byte encoding (spec section 1).
+seeded training stream, and the byte encoding (docs/science.md, "The task").
 
 One sample is one line of text, e.g. ``XBFVU:3>4 1>4 1>2:BFVXU`` (input, program, answer).
 The model sees the text with every answer character replaced by token 0 (the mask) and is
@@ -56,9 +56,10 @@ def generate_texts(
 ) -> list[str]:
     """``count`` distinct texts, making exactly the reference generator's random calls.
 
-    Follows spec section 1 step by step so that ``random.Random(23)`` reproduces the
-    published validation set sample for sample. Operators: ``>`` swap, ``-`` remove to a
-    stack, ``+`` pop the stack (LIFO, or FIFO with ``fifo``) and insert.
+    Follows the steps of docs/science.md ("The validation set, exactly") so that
+    ``random.Random(23)`` reproduces the published validation set sample for sample.
+    Operators: ``>`` swap, ``-`` remove to a stack, ``+`` pop the stack (LIFO, or FIFO
+    with ``fifo``) and insert.
     """
     unknown = set(operators) - set(REFERENCE_OPERATORS)
     if unknown:

@@ -1,4 +1,5 @@
-"""One trial: data, model, AdamW + cosine schedule, metrics, checkpoints (spec section 3).
+"""One trial: data, model, AdamW + cosine schedule, metrics, checkpoints (docs/science.md,
+"Training").
 
 Plain PyTorch, no Ray: ``Trial(config).validations()`` yields one metrics dict per
 validation point; ``Trial.save``/``Trial.load`` hold everything needed to continue a trial
@@ -31,7 +32,7 @@ CHECKPOINT_FILE = "trial.pt"
 
 @dataclass(frozen=True)
 class TrialConfig:
-    """Everything one trial depends on; the defaults are the spec's fixed settings."""
+    """Everything one trial depends on; the defaults are the published runs' fixed settings."""
 
     attn: tuple[Attention, ...] = (0, 0, True)
     qkv: str = "QK"
@@ -202,8 +203,8 @@ class TrainingDiverged(UserError):
 class Trial:
     """One training run of a ``TrialConfig`` on one device.
 
-    Training is split into ``num_validations`` equal parts of ``max_inputs`` (the spec's
-    epochs when max_inputs is 1M); each part is one freshly drawn epoch of the seeded
+    Training is split into ``num_validations`` equal parts of ``max_inputs`` (the published
+    runs' epochs when max_inputs is 1M); each part is one freshly drawn epoch of the seeded
     training stream, followed by a validation. State is saved only at those points.
     """
 

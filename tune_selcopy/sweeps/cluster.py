@@ -60,8 +60,9 @@ def embedded_node(local_cpus: int | None, local_gpus: float | None) -> dict[str,
     return {"CPU": float(local_cpus or os.cpu_count() or 1), "GPU": float(gpus)}
 
 
-def connect(address: str | None, node: dict[str, float] | None) -> str:
-    """Join the cluster at ``address``, else start an embedded one declaring ``node``; say which."""
+def connect(address: str | None, node: dict[str, float] | None, dashboard: bool = False) -> str:
+    """Join the cluster at ``address``, else start an embedded one declaring ``node`` (with
+    its dashboard on loopback if ``dashboard``); say which, and where the dashboard is."""
     if address:
         import ray
 
@@ -77,17 +78,48 @@ def connect(address: str | None, node: dict[str, float] | None) -> str:
     import ray
 
     try:
-        ray.init(
+        context = ray.init(
             address="local",  # never attach to a `ray start` cluster found on this machine
             num_cpus=int(node["CPU"]),
             num_gpus=node["GPU"],
-            include_dashboard=False,
+            include_dashboard=dashboard,
+            dashboard_host="127.0.0.1",
             logging_level=logging.WARNING,
             log_to_driver=False,
         )
     except Exception as exc:  # noqa: BLE001 - e.g. "timed out during startup" on an overloaded machine
         raise UserError(f"could not start an embedded Ray: {one_line(exc, 300)}") from None
-    return f"started an embedded local Ray with {node['CPU']:g} CPUs and {node['GPU']:g} GPUs (loopback only)"
+    started = f"started an embedded local Ray with {node['CPU']:g} CPUs and {node['GPU']:g} GPUs (loopback only)"
+    return f"{started}\n{dashboard_line(context.dashboard_url)}" if dashboard else started
+
+
+def check_dashboard(address: str | None) -> None:
+    """``--dashboard`` needs an embedded Ray and Ray's dashboard packages (``ray[default]``)."""
+    if address:
+        raise UserError("--dashboard starts the embedded Ray's dashboard; a cluster has its own (`ray dashboard` "
+                        "opens it, see cluster/README.md)")
+    from ray._private.utils import get_dashboard_dependency_error
+
+    if (missing := get_dashboard_dependency_error()) is not None:
+        raise UserError(f"--dashboard needs Ray's dashboard packages ({one_line(missing, 200)}): "
+                        "pip install 'tune_selcopy[cluster]' (ray[default])")
+
+
+def dashboard_line(host_port: str) -> str:
+    """Where the embedded Ray's dashboard answers, and what it asks for (its own answer)."""
+    import json
+    import urllib.request
+
+    if not host_port:
+        return "dashboard: Ray did not start it (its log: /tmp/ray/session_latest/logs/dashboard.log)"
+    url = f"http://{host_port}"
+    try:
+        with urllib.request.urlopen(f"{url}/api/authentication_mode", timeout=10) as answer:
+            mode = json.load(answer).get("authentication_mode")
+    except OSError as exc:
+        return f"dashboard: {url} did not answer ({one_line(exc, 200)})"
+    token = "; it asks for the token that `ray get-auth-token` prints" if mode == "token" else ""
+    return f"dashboard: {url} (loopback only{token})"
 
 
 def trial_resources(cpus: float | None, gpus: float | None, cluster_has_gpu: bool) -> tuple[float, float]:

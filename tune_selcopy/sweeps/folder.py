@@ -47,6 +47,9 @@ class SweepSettings:
     # The resolved space (ResolvedSpace.to_data()): --resume runs exactly this, whatever the
     # space file or the flags say by then. None in sweeps saved before space files existed.
     resolved_space: dict[str, Any] | None = None
+    # --log-to (trackers.parse): Ray restores the trackers' callbacks on --resume, and this
+    # lets the checks before Ray see them. Empty in sweeps saved before trackers existed.
+    log_to: tuple[str, ...] = ()
 
     def resolve_space(self) -> ResolvedSpace:
         if self.resolved_space is None:
@@ -71,13 +74,17 @@ class SweepSettings:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise UserError(f"{where} is not a tune_selcopy sweep file (not JSON: {exc})") from None
         expected = {f.name for f in fields(cls)}
-        # Files from before the format marker are accepted when their keys match exactly,
-        # and files from before space files when they lack only the resolved space.
+        # Files from before the format marker are accepted when their keys match, and files
+        # from before space files and trackers when they lack only those.
+        optional = {"resolved_space", "log_to"}
         if not isinstance(values, dict) or values.pop("format", RUN_FILE_FORMAT) != RUN_FILE_FORMAT \
-                or set(values) not in (expected, expected - {"resolved_space"}):
+                or not expected - optional <= set(values) <= expected:
             found = sorted(values) if isinstance(values, dict) else type(values).__name__
             raise UserError(f"{where} is not a tune_selcopy sweep file (expected keys {sorted(expected)}, found {found})")
-        settings = cls(**{**values, "storage": storage, "name": name})
+        log_to = values.get("log_to", [])
+        if not isinstance(log_to, list) or not all(isinstance(v, str) for v in log_to):
+            raise UserError(f"{where} is damaged: log_to {log_to!r}")
+        settings = cls(**{**values, "storage": storage, "name": name, "log_to": tuple(log_to)})
         numbers = (settings.cpus_per_trial, settings.gpus_per_trial)
         if not all(isinstance(v, int | float) and math.isfinite(v) for v in numbers) or not isinstance(
             settings.space, str

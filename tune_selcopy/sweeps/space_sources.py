@@ -84,7 +84,7 @@ def load_space_file(path: str) -> Space:
 
 
 def space_from_yaml(data: Any, path: str) -> Space:
-    """Our space file format (see README); every value is checked by ``Space.resolve``."""
+    """Our space file format (docs/sweeps.md); every value is checked by ``Space.resolve``."""
     if not isinstance(data, Mapping):
         raise UserError(f"space file {path}: expected a mapping with keys {', '.join(SPACE_FILE_KEYS)}")
     unknown = [str(key) for key in data if key not in SPACE_FILE_KEYS]

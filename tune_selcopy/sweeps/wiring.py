@@ -1,9 +1,12 @@
 """Pre-flight guard against the published bug: a search-space key that never reaches the
-model or data it claims to vary (spec section 6).
+model or data it claims to vary (docs/science.md, "What the corrections were
+about").
 
 For every varied key, two trials that differ only in that key are built from their config
 dicts exactly as the trainable builds them, with the same init seed, and trained for two
 steps. If nothing they depend on differs, the key is miswired and the sweep must not run.
+The two are settings of the sweep where it has such a pair, else one setting and a copy
+with only that key changed; only a key that no valid pair can isolate is refused.
 """
 
 from __future__ import annotations
@@ -57,8 +60,8 @@ def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     )
 
 
-def _pairs_differing_in(settings: Sequence[Mapping[str, Any]], key: str) -> dict[Any, Mapping[str, Any]]:
-    """The largest group of settings that differ only in ``key``: value -> setting."""
+def _sweep_group(settings: Sequence[Mapping[str, Any]], key: str) -> dict[Any, Mapping[str, Any]]:
+    """The largest group of the sweep's settings that differ only in ``key``: value -> setting."""
     groups: dict[tuple, dict[Any, Mapping[str, Any]]] = {}
     for setting in settings:
         rest = tuple(sorted((k, repr(v)) for k, v in setting.items() if k != key))
@@ -66,12 +69,42 @@ def _pairs_differing_in(settings: Sequence[Mapping[str, Any]], key: str) -> dict
     return max(groups.values(), key=len)
 
 
+def _built_pair(settings: Sequence[Mapping[str, Any]], key: str) -> dict[Any, Mapping[str, Any]]:
+    """A setting of the sweep and a config that differs from it only in ``key``, set to
+    another of the sweep's values: value -> config. The second need not be a trial of the
+    sweep (the guard only trains it for two steps), but it must be a valid config.
+
+    ``UserError`` when no setting stays valid with only ``key`` changed, naming why."""
+    values = list(dict.fromkeys(setting[key] for setting in settings))
+    reasons: dict[str, str] = {}
+    for setting in settings:
+        for value in values:
+            if value == setting[key]:
+                continue
+            changed = {**setting, key: value}
+            try:
+                TrialConfig.from_dict(changed)
+            except UserError as exc:
+                reasons.setdefault(str(exc), f"{key}={value} instead of {setting[key]}")
+                continue
+            return {setting[key]: setting, value: changed}
+    why = "; ".join(f"{where}: {reason}" for reason, where in list(reasons.items())[:2])
+    raise UserError(
+        f"search-space key {key!r} cannot be checked: no two settings differ only in it, and changing only {key} "
+        f"in any setting makes an invalid config ({why}), so no pair of trials can show that it reaches the model"
+    )
+
+
 def check_wiring(settings: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> None:
-    """Raise ``UserError`` naming the first key whose values all build the same trial."""
+    """Raise ``UserError`` naming the first key whose values all build the same trial.
+
+    For each key the guard compares settings of the sweep that differ only in it; when the
+    sweep has no such pair (settings picked by hand, a diagonal of two keys), it builds
+    one: a setting with only that key changed to another of its values."""
     for key in keys:
-        group = _pairs_differing_in(settings, key)
+        group = _sweep_group(settings, key)
         if len(group) < 2:
-            raise UserError(f"search-space key {key!r}: no two settings differ only in it, so it cannot be checked")
+            group = _built_pair(settings, key)
         (first_value, first), *others = group.items()
         reference = fingerprint(first)
         for value, other in others:
