@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import posixpath
+import shlex
 import sys
 import time
 from dataclasses import asdict
@@ -139,8 +140,9 @@ def write_plot(settings: SweepSettings, logs_at: str) -> str:
 
 
 def _resume_hint(settings: SweepSettings) -> str:
-    """The command that continues this sweep (its saved settings say the rest)."""
-    return f"python -m tune_selcopy.run --resume --name {settings.name} --storage {settings.storage}"
+    """The command that continues this sweep (its saved settings say the rest), ready to
+    paste: a URI's query (``?a=1&b=2``) is quoted for the shell."""
+    return f"python -m tune_selcopy.run --resume --name {settings.name} --storage {shlex.quote(settings.storage)}"
 
 
 def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> Any:
