@@ -26,6 +26,7 @@ from tune_selcopy.sweeps.spaces import ResolvedSpace
 
 RUN_FILE = "tune_selcopy.json"  # the sweep's own settings, read back by --resume
 RUN_FILE_FORMAT = "tune_selcopy sweep settings, version 1"
+ADDED_KEYS = frozenset({"resolved_space", "logical_gpus"})  # settings files before these lack them
 # A sweep is one folder directly under the storage: its name cannot leave it. (A space name is
 # shorter, spaces.SPACE_NAME, so that its default sweep name NAME-YYYYmmdd-HHMMSS[-N] fits.)
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -47,6 +48,9 @@ class SweepSettings:
     # The resolved space (ResolvedSpace.to_data()): --resume runs exactly this, whatever the
     # space file or the flags say by then. None in sweeps saved before space files existed.
     resolved_space: dict[str, Any] | None = None
+    # The cluster's GPUs are declared for testing (run --logical-gpus, or --local-gpus): a
+    # trial holding a share that torch cannot use trains on CPU instead of stopping.
+    logical_gpus: bool = False
 
     def resolve_space(self) -> ResolvedSpace:
         if self.resolved_space is None:
@@ -72,9 +76,9 @@ class SweepSettings:
             raise UserError(f"{where} is not a tune_selcopy sweep file (not JSON: {exc})") from None
         expected = {f.name for f in fields(cls)}
         # Files from before the format marker are accepted when their keys match exactly,
-        # and files from before space files when they lack only the resolved space.
+        # and older files when they lack only keys added since (which have defaults).
         if not isinstance(values, dict) or values.pop("format", RUN_FILE_FORMAT) != RUN_FILE_FORMAT \
-                or set(values) not in (expected, expected - {"resolved_space"}):
+                or not expected - ADDED_KEYS <= set(values) <= expected:
             found = sorted(values) if isinstance(values, dict) else type(values).__name__
             raise UserError(f"{where} is not a tune_selcopy sweep file (expected keys {sorted(expected)}, found {found})")
         settings = cls(**{**values, "storage": storage, "name": name})
