@@ -59,9 +59,9 @@ from cluster_files import ROOT, entrypoint, job_submissions, load, readme_comman
 PY = sys.executable
 LAUNCHER_CONFIG = "aws-gpu.yaml"
 TINY = ["--max-inputs", "2000", "--val-count", "200"]
-# Run flags for trials that hold a share of a logical GPU on nodes without CUDA (every fake
-# node here): none needed yet.
-RUN_FLAGS_FOR_CPU_ONLY_NODES: list[str] = []
+# Every fake node's GPU is declared for testing (no CUDA here): without --logical-gpus a trial
+# holding a share of it stops the sweep instead of training on CPU.
+RUN_FLAGS_FOR_CPU_ONLY_NODES: list[str] = ["--logical-gpus"]
 VALIDATIONS = 10  # rows per finished trial at these sizes
 # The config's 5-minute idle timeout, shortened so a test sees the scale-down. Not much
 # shorter: a raylet counts idle time from its start, and on a loaded machine a new

@@ -164,7 +164,8 @@ def test_data_cli_bad_input_is_one_line(capsys, args, expected):
     [
         (["--trials", "0"], "--trials must be >= 1"),
         (["--cpus-per-trial", "0"], "--cpus-per-trial must be > 0"),
-        (["--gpus-per-trial", "1.5"], "above 1 a GPU share must be a whole number"),
+        (["--gpus-per-trial", "1.5"], "--gpus-per-trial 1.5: a trial trains on one GPU, so its share is at most 1"),
+        (["--gpus-per-trial", "2"], "--gpus-per-trial 2: a trial trains on one GPU, so its share is at most 1"),
         (["--gpus-per-trial", "-1"], "--gpus-per-trial must be >= 0"),
         (["--max-concurrent", "-1"], "--max-concurrent must be >= 1"),
         (["--local-cpus", "0"], "--local-cpus must be >= 1"),
@@ -183,6 +184,8 @@ def test_data_cli_bad_input_is_one_line(capsys, args, expected):
         (["--address", "notahost"], "expected host:port, ray://host:port or auto"),
         (["--address", "no-such-host.invalid:6379"], "unknown host 'no-such-host.invalid'"),
         (["--storage", "/proc/tune-selcopy"], "storage /proc/tune-selcopy is not writable"),
+        (["--storage", "s3://KEY:SECRET@bucket/x?region=us-east-1"],
+         "s3://***@bucket/x?region=us-east-1: a URI must not carry a secret"),
     ],
 )
 def test_run_bad_input_is_one_line_before_ray(tmp_path, capsys, args, expected):
@@ -242,10 +245,10 @@ def test_read_only_storage_is_one_line(tmp_path, capsys):
 
 
 def test_infeasible_request_on_the_embedded_ray_fails_before_ray(tmp_path, capsys):
-    assert run.main(["attn_act", *TINY, "--storage", str(tmp_path), "--local-cpus", "2", "--local-gpus", "1",
-                     "--gpus-per-trial", "2"]) == 2
+    assert run.main(["attn_act", *TINY, "--storage", str(tmp_path), "--local-cpus", "2", "--local-gpus", "0.5",
+                     "--gpus-per-trial", "1"]) == 2
     assert one_error_line(capsys.readouterr().err).startswith(
-        "error: no node can run a trial asking CPU 1, GPU 2: the nodes have CPU 2, GPU 1; lower"
+        "error: no node can run a trial asking CPU 1, GPU 1: the nodes have CPU 2, GPU 0.5; lower"
     )
     assert not ray_started() and list(tmp_path.iterdir()) == []
 

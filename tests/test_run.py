@@ -406,7 +406,7 @@ def test_ray_job_submit(tmp_path):
     try:
         submit = [ray_bin, "job", "submit", f"--address=http://127.0.0.1:{dash}", "--",
                   "python", "-m", "tune_selcopy.run", "attn_act", "--trials", "1", *TINY,
-                  "--gpus-per-trial", "0.5", "--storage", str(tmp_path / "store"), "--name", "job"]
+                  "--gpus-per-trial", "0.5", "--logical-gpus", "--storage", str(tmp_path / "store"), "--name", "job"]
         for _ in range(15):  # the head's job agent needs a few seconds after `ray start`
             job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=300)
             if "No available agent to submit job" not in job.stderr:
@@ -434,10 +434,10 @@ def test_joined_cluster_infeasible_requests_then_trials_spread_over_two_nodes(tm
     try:
         started = time.monotonic()
         code = run.main(["attn_act", "--trials", "1", *TINY, "--address", cluster.address,
-                         "--gpus-per-trial", "2", "--storage", str(tmp_path), "--name", "infeasible"])
+                         "--gpus-per-trial", "1", "--storage", str(tmp_path), "--name", "infeasible"])
         assert code == 2 and time.monotonic() - started < 60
         assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
-            "error: no node can run a trial asking CPU 1, GPU 2: the nodes have CPU 2, GPU 0; lower"
+            "error: no node can run a trial asking CPU 1, GPU 1: the nodes have CPU 2, GPU 0; lower"
         )
         assert list(tmp_path.iterdir()) == []  # the name was released
         # Waiting for nodes on a cluster without GPUs yet: the GPU share must be said.
@@ -449,7 +449,7 @@ def test_joined_cluster_infeasible_requests_then_trials_spread_over_two_nodes(tm
         ray.shutdown()
         workers = {cluster.add_node(num_cpus=2, num_gpus=1).node_id for _ in range(2)}
         code = run.main(["attn_act", "--trials", "2", *TINY, "--address", cluster.address,
-                         "--gpus-per-trial", "1", "--storage", str(tmp_path), "--name", "multi"])
+                         "--gpus-per-trial", "1", "--logical-gpus", "--storage", str(tmp_path), "--name", "multi"])
         assert code == 0
         df = read_logs(tmp_path / "multi" / "logs")
         assert_complete(df, trials=4)

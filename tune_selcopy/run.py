@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import posixpath
+import shlex
 import sys
 import time
 from dataclasses import asdict
@@ -127,8 +128,8 @@ def check_args(args: Any) -> None:
          f"--cpus-per-trial must be > 0 (got {args.cpus_per_trial})"),
         (args.gpus_per_trial is None or args.gpus_per_trial >= 0,
          f"--gpus-per-trial must be >= 0 (got {args.gpus_per_trial})"),
-        (args.gpus_per_trial is None or args.gpus_per_trial <= 1 or args.gpus_per_trial == int(args.gpus_per_trial),
-         f"--gpus-per-trial {args.gpus_per_trial}: above 1 a GPU share must be a whole number"),
+        (args.gpus_per_trial is None or args.gpus_per_trial <= 1,
+         f"--gpus-per-trial {args.gpus_per_trial or 0:g}: a trial trains on one GPU, so its share is at most 1"),
         (args.max_concurrent is None or args.max_concurrent >= 1,
          f"--max-concurrent must be >= 1 (got {args.max_concurrent})"),
         (args.local_cpus is None or args.local_cpus >= 1, f"--local-cpus must be >= 1 (got {args.local_cpus})"),
@@ -169,8 +170,9 @@ def write_plot(settings: SweepSettings, logs_at: str) -> str:
 
 
 def _resume_hint(settings: SweepSettings) -> str:
-    """The command that continues this sweep (its saved settings say the rest)."""
-    return f"python -m tune_selcopy.run --resume --name {settings.name} --storage {settings.storage}"
+    """The command that continues this sweep (its saved settings say the rest), ready to
+    paste: a URI's query (``?a=1&b=2``) is quoted for the shell."""
+    return f"python -m tune_selcopy.run --resume --name {settings.name} --storage {shlex.quote(settings.storage)}"
 
 
 def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> Any:
@@ -186,6 +188,7 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
         logs=trial_logs.logs_uri(settings.storage, settings.name),
         cpus_per_trial=settings.cpus_per_trial,
         gpus_per_trial=settings.gpus_per_trial,
+        logical_gpus=settings.logical_gpus,
     )
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, run=run),
@@ -272,11 +275,13 @@ def run_sweep(tuner: Any, space: ResolvedSpace, settings: SweepSettings) -> int:
         results = tuner.fit()
     except UserError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a trial's or Ray's own write to storage failed
-        cause = storage.fatal_cause(exc)
+    except Exception as exc:  # noqa: BLE001 - a trial's or Ray's own write to storage failed, or a GPU
+        from tune_selcopy.sweeps.trainable import TrialFailures
+
+        cause = storage.fatal_cause(exc, ends=TrialFailures.ENDS_SWEEP)
         if cause is None:
             raise
-        if isinstance(cause, storage.StorageError):
+        if isinstance(cause, UserError):
             raise cause from None
         raise storage.StorageError(f"storage {settings.storage} failed: {one_line(cause, 300)}") from None
     wall = time.monotonic() - started
@@ -385,7 +390,11 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
     p.add_argument("--local-cpus", type=int, metavar="N",
                    help="CPUs the embedded Ray declares (default: all of this machine's)")
     p.add_argument("--local-gpus", type=finite, metavar="N",
-                   help="GPUs the embedded Ray declares (default: as many as torch sees)")
+                   help="GPUs the embedded Ray declares (default: as many as torch sees); GPUs declared this way "
+                   "may be logical, as with --logical-gpus")
+    p.add_argument("--logical-gpus", action="store_true",
+                   help="the cluster's GPUs are declared for testing (ray start --num-gpus 1 on a CPU machine): "
+                   "trials holding a share train on CPU; without it such a trial stops the sweep")
     p.add_argument("--log-to", action="append", default=[], metavar="TRACKER",
                    help="also log every trial to mlflow, mlflow=URI, wandb or wandb=PROJECT, repeatable (default: "
                    "none besides the Parquet logs and Ray's TensorBoard files; docs/trackers.md)")
@@ -449,6 +458,9 @@ def prepare(
         check_same_options(args, resumed, space)
         if node:
             require_fit(resumed.cpus_per_trial, resumed.gpus_per_trial, [node])
+        if logical_gpus(args, node) and not resumed.logical_gpus:  # kept for later resumes too
+            resumed = SweepSettings(**{**asdict(resumed), "logical_gpus": True})
+            save_settings(resumed)
         if note := check_experiment_state(resumed):
             print(note, flush=True)
         return resumed, False
@@ -475,6 +487,7 @@ def prepare(
             max_concurrent=args.max_concurrent,
             resolved_space=space.to_data(),
             log_to=trackers.parse(args.log_to),
+            logical_gpus=logical_gpus(args, node),
         ),
         numbered=args.name is None,
     )
@@ -484,6 +497,12 @@ def prepare(
         release_sweep(settings)
         raise
     return settings, True
+
+
+def logical_gpus(args: Any, node: dict[str, float] | None) -> bool:
+    """Whether the user declared the GPUs for testing: ``--logical-gpus``, or the embedded
+    Ray's ``--local-gpus`` (a count the user chose, not the machine's)."""
+    return args.logical_gpus or (node is not None and args.local_gpus is not None)
 
 
 def check_same_options(args: Any, settings: SweepSettings, space: ResolvedSpace) -> None:
@@ -553,9 +572,10 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             settings = SweepSettings(**{**asdict(settings), "cpus_per_trial": cpus, "gpus_per_trial": gpus})
             save_settings(settings)
         check_feasible(settings.cpus_per_trial, settings.gpus_per_trial, args.wait_for_nodes)
+        logical = " (declared for testing: trains on CPU where torch has no GPU)" if settings.logical_gpus else ""
         print(
             f"sweep {settings.name}: space {space.name}, {settings.cpus_per_trial:g} CPU and "
-            f"{settings.gpus_per_trial:g} GPU per trial, storage {settings.storage}",
+            f"{settings.gpus_per_trial:g} GPU{logical} per trial, storage {settings.storage}",
             flush=True,
         )
         tuner = make_tuner(space, settings, args.resume)

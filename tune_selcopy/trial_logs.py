@@ -58,7 +58,8 @@ def write_row(logs: str, trial_id: str, row: Mapping[str, Any]) -> str:
     record = {**row, "trial_id": trial_id, "hostname": socket.gethostname(), "timestamp": time.time()}
     target = row_file(logs, trial_id, int(row["validation_index"]))
     fs, path = resolve(target)
-    fs.create_dir(posixpath.dirname(path), recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):  # an object store needs no folder before an object
+        fs.create_dir(posixpath.dirname(path), recursive=True)
     buffer = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_pylist([record]), buffer)
     write_atomically(fs, path, buffer.getvalue().to_pybytes())
@@ -94,6 +95,8 @@ def _open(path: str) -> tuple[pafs.FileSystem, str, str]:
     """(filesystem, root path inside it, prefix for display) for a local path or a URI."""
     try:
         fs, root = resolve(path)
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001 - any failure is the user's URI
         raise UserError(f"cannot open {path}: {one_line(e)}") from None
     scheme = path.split("://", 1)[0] if "://" in path else "file"

@@ -27,13 +27,13 @@ if TYPE_CHECKING:
 def intervals_file(curves: str) -> str:
     """Where the interval plot goes next to the curves plot ``curves``: ``curves.png`` ->
     ``intervals.png``, ``x-curves.png`` -> ``x-intervals.png``, ``x.png`` -> ``x-intervals.png``."""
-    folder, name = posixpath.split(curves)
+    folder, name = uris.split_name(curves)  # a URI's query stays with the folder
     stem, ext = posixpath.splitext(name)
     if stem == "curves" or stem.endswith("-curves"):
         stem = stem[: -len("curves")] + "intervals"
     else:
         stem += "-intervals"
-    return posixpath.join(folder, stem + (ext or ".png"))
+    return uris.join(folder, stem + (ext or ".png"))
 
 
 def save_plots(results: list[ExperimentResult], curves: str) -> list[str]:

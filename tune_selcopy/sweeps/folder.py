@@ -26,6 +26,7 @@ from tune_selcopy.sweeps.spaces import ResolvedSpace
 
 RUN_FILE = "tune_selcopy.json"  # the sweep's own settings, read back by --resume
 RUN_FILE_FORMAT = "tune_selcopy sweep settings, version 1"
+ADDED_KEYS = frozenset({"resolved_space", "log_to", "logical_gpus"})  # settings files before these lack them
 # A sweep is one folder directly under the storage: its name cannot leave it. (A space name is
 # shorter, spaces.SPACE_NAME, so that its default sweep name NAME-YYYYmmdd-HHMMSS[-N] fits.)
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -50,6 +51,9 @@ class SweepSettings:
     # --log-to (trackers.parse): Ray restores the trackers' callbacks on --resume, and this
     # lets the checks before Ray see them. Empty in sweeps saved before trackers existed.
     log_to: tuple[str, ...] = ()
+    # The cluster's GPUs are declared for testing (run --logical-gpus, or --local-gpus): a
+    # trial holding a share that torch cannot use trains on CPU instead of stopping.
+    logical_gpus: bool = False
 
     def resolve_space(self) -> ResolvedSpace:
         if self.resolved_space is None:
@@ -74,11 +78,10 @@ class SweepSettings:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise UserError(f"{where} is not a tune_selcopy sweep file (not JSON: {exc})") from None
         expected = {f.name for f in fields(cls)}
-        # Files from before the format marker are accepted when their keys match, and files
-        # from before space files and trackers when they lack only those.
-        optional = {"resolved_space", "log_to"}
+        # Files from before the format marker are accepted when their keys match exactly,
+        # and older files when they lack only keys added since (which have defaults).
         if not isinstance(values, dict) or values.pop("format", RUN_FILE_FORMAT) != RUN_FILE_FORMAT \
-                or not expected - optional <= set(values) <= expected:
+                or not expected - ADDED_KEYS <= set(values) <= expected:
             found = sorted(values) if isinstance(values, dict) else type(values).__name__
             raise UserError(f"{where} is not a tune_selcopy sweep file (expected keys {sorted(expected)}, found {found})")
         log_to = values.get("log_to", [])

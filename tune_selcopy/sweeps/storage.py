@@ -21,7 +21,7 @@ from typing import TypeVar
 import pyarrow.fs as pafs
 
 from tune_selcopy.errors import UserError, one_line
-from tune_selcopy.uris import resolve
+from tune_selcopy.uris import make_dirs, resolve
 
 T = TypeVar("T")
 
@@ -52,14 +52,17 @@ class FolderTaken(UserError):
     """The folder a sweep would claim holds something already."""
 
 
-def fatal_cause(exc: BaseException) -> BaseException | None:
+def fatal_cause(
+    exc: BaseException, ends: tuple[type[UserError], ...] = (StorageError,)
+) -> BaseException | None:
     """The storage failure that a retry cannot fix (see ``FATAL_ERRNOS`` and
-    ``FATAL_MESSAGES``) in ``exc`` or the exceptions it was raised from; None if none."""
+    ``FATAL_MESSAGES``), or an error of the kinds ``ends``, in ``exc`` or the exceptions it
+    was raised from; None if none."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, StorageError):
+        if isinstance(current, ends):
             return current
         if isinstance(current, OSError) and (
             current.errno in FATAL_ERRNOS or any(text in str(current).lower() for text in FATAL_MESSAGES)
@@ -95,14 +98,15 @@ def within(seconds: float, what: str, call: Callable[[], T]) -> T:
 
 
 def check_writable(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
-    """Create folder ``uri`` if needed and write and delete a small file in it.
+    """Create folder ``uri`` if needed and write and delete a small file in it: what a
+    sweep does there, with the permissions a sweep needs (``uris.make_dirs``).
 
     ``UserError`` (one line) when that fails or does not finish within ``timeout_s``.
     """
 
     def probe() -> None:
-        fs, path = resolve(uri)
-        fs.create_dir(path, recursive=True)
+        fs, path = resolve(uri)  # in the time limit: an S3 URI without region asks the network for it
+        make_dirs(fs, path)
         probe_file = posixpath.join(path, f".write-probe-{uuid.uuid4().hex}")
         with fs.open_output_stream(probe_file) as out:
             out.write(b"ok")
@@ -166,7 +170,7 @@ def claim(folder: str, file_name: str, content: bytes, taken: str) -> None:
     if any(not name.startswith((".claim-", ".write-probe-")) for name in names()):
         raise FolderTaken(taken)
     mine = f".claim-{time.time_ns():020d}-{uuid.uuid4().hex}"
-    fs.create_dir(path, recursive=True)  # object stores: a no-op
+    make_dirs(fs, path)  # a folder marker for Ray's own recursive creates to stop at (GCS)
     with fs.open_output_stream(posixpath.join(path, mine)) as out:
         out.write(b"")
     time.sleep(CLAIM_SETTLE_S)

@@ -1,6 +1,6 @@
 """The Ray Tune function trainable: a thin edge around ``science.trial.Trial``.
 
-Tune concerns stay here: which device the trial's resource share means, checkpoints,
+Tune concerns stay here: the device of the trial's resource share (``devices``), checkpoints,
 ``tune.report`` and the Parquet row of each validation. The training loop itself runs and
 is tested without Ray.
 """
@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-import torch
 from ray import tune
 
 from tune_selcopy import trial_logs
 from tune_selcopy.errors import UserError, one_line
 from tune_selcopy.science.trial import Trial, TrialConfig
 from tune_selcopy.sweeps import storage
+from tune_selcopy.sweeps.devices import GpuUnusable, trial_device
 from tune_selcopy.sweeps.folder import IntactStateKeeper
 
 # Test-only fault injection: the trial process dies right after writing the Parquet row of
@@ -38,28 +38,19 @@ class RunInfo:
     logs: str  # where the Parquet rows go: a local path or a URI
     cpus_per_trial: float
     gpus_per_trial: float
-
-
-def pick_device(gpus_per_trial: float) -> str:
-    """cuda when the trial holds a GPU share and torch can use it, else cpu.
-
-    (A logical GPU on a CPU-only node, as in tests, gets a share but no CUDA.)
-    """
-    if gpus_per_trial > 0 and torch.cuda.is_available():
-        # Ray's fractions are admission control only; this makes the share a real cap.
-        torch.cuda.set_per_process_memory_fraction(min(1.0, gpus_per_trial))
-        return "cuda"
-    return "cpu"
+    logical_gpus: bool  # the cluster's GPUs are declared for testing: train on CPU (devices.trial_device)
 
 
 def train_trial(config: dict[str, Any], run: RunInfo) -> None:
     """Train one trial of ``config["trial"]``; report and log after every validation.
 
     A storage failure that a retry cannot fix (full, read-only, no permission) is raised
-    as ``StorageError``, which ``TrialFailures`` turns into the end of the sweep.
+    as ``StorageError``, a GPU share torch cannot use as ``GpuUnusable``; ``TrialFailures``
+    turns either into the end of the sweep.
     """
+    device = trial_device(run.gpus_per_trial, run.logical_gpus)
     try:
-        _train(config, run)
+        _train(config, run, device)
     except Exception as exc:
         cause = storage.fatal_cause(exc)
         if cause is not None:
@@ -67,7 +58,7 @@ def train_trial(config: dict[str, Any], run: RunInfo) -> None:
         raise
 
 
-def _train(config: dict[str, Any], run: RunInfo) -> None:
+def _train(config: dict[str, Any], run: RunInfo, device: str) -> None:
     if not isinstance(config.get("trial"), dict) or "setting" not in config["trial"]:
         raise UserError(f"not a tune_selcopy trial config (keys {sorted(config)}): was the sweep state replaced?")
     values = dict(config["trial"])
@@ -75,7 +66,7 @@ def _train(config: dict[str, Any], run: RunInfo) -> None:
     trial_config = TrialConfig.from_dict(values)
     trial = Trial(
         trial_config,
-        device=pick_device(run.gpus_per_trial),
+        device=device,
         threads=max(1, int(run.cpus_per_trial)),
     )
     checkpoint = tune.get_checkpoint()
@@ -131,8 +122,8 @@ class KeepIntactState(tune.Callback):
 
 class TrialFailures(tune.Callback):
     """Driver-side: one line per trial failure instead of Ray's traceback, and the end of
-    the sweep on a storage failure a retry cannot fix (by itself Ray retries each trial
-    three times on a full disk, then prints a traceback)."""
+    the sweep on a failure a retry cannot fix: storage (by itself Ray retries each trial
+    three times on a full disk, then prints a traceback) or a GPU torch cannot use."""
 
     @staticmethod
     def _last_error_line(trial: Any) -> str:
@@ -145,11 +136,14 @@ class TrialFailures(tune.Callback):
             return "unknown error (no error file)"
         return lines[-1] if lines else "unknown error"
 
+    ENDS_SWEEP = (storage.StorageError, GpuUnusable)  # what train_trial raises when a retry cannot help
+
     def _failed(self, trial: Any, what: str) -> None:
         line = self._last_error_line(trial)
-        print(f"trial {trial.trial_id} failed ({what}): {line[:300]}", flush=True)
-        if f"{storage.StorageError.__name__}: " in line:  # train_trial's conversion of a fatal failure
-            raise storage.StorageError(f"trial {trial.trial_id}: {line.split(': ', 1)[-1][:300]}")
+        fatal = next((kind for kind in self.ENDS_SWEEP if f"{kind.__name__}: " in line), None)
+        print(f"trial {trial.trial_id} failed ({'no retry can fix this' if fatal else what}): {line[:300]}", flush=True)
+        if fatal:
+            raise fatal(f"trial {trial.trial_id}: {line.split(': ', 1)[-1][:400]}")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._failed(trial, f"failure {trial.run_metadata.num_failures}, retrying from its last checkpoint")
