@@ -124,7 +124,7 @@ def short_run():
 
 
 def test_short_run_learns(short_run):
-    rows = short_run.history
+    (rows,) = short_run.history  # one seed
     assert len(rows) == 10
     assert [r["validation_index"] for r in rows] == list(range(1, 11))
     assert [r["num_inputs"] for r in rows] == [2000 * i for i in range(1, 11)]
@@ -146,8 +146,8 @@ def test_short_run_learns(short_run):
 def test_validation_is_the_whole_validation_prefix(short_run):
     assert short_run.val_inputs.shape == (500, 23)
     assert int((short_run.val_inputs == 0).sum()) == 500 * 5  # 5 masked answer characters each
-    again = short_run.validate()
-    last = short_run.history[-1]
+    (again,) = short_run.validate()
+    last = short_run.history[0][-1]
     assert again == {k: v for k, v in last.items() if k.startswith("validation_") and k != "validation_index"}
 
 
@@ -156,21 +156,21 @@ def small_reference():
     torch.set_num_threads(1)
     trial = Trial(SMALL, threads=1)
     trial.run()
-    return trial.history
+    return trial.history[0]
 
 
 def test_same_seed_gives_identical_metrics(small_reference):
     again = Trial(SMALL, threads=1)
     again.run()
-    assert [without_timing(r) for r in again.history] == [without_timing(r) for r in small_reference]
-    other = Trial(TrialConfig(**{**SMALL.__dict__, "seed": 2}), threads=1).run()
+    assert [without_timing(r) for r in again.history[0]] == [without_timing(r) for r in small_reference]
+    (other,) = Trial(TrialConfig(**{**SMALL.__dict__, "seed": 2}), threads=1).run()
     assert other["validation_loss"] != small_reference[-1]["validation_loss"]
 
 
 @pytest.mark.parametrize("stop_after", [1, 3])
 def test_save_load_resume_is_bit_identical(small_reference, tmp_path, stop_after):
     first = Trial(SMALL, threads=1)
-    for row in first.validations():
+    for (row,) in first.validations():
         if row["validation_index"] == stop_after:
             break
     first.save(tmp_path)
@@ -178,12 +178,12 @@ def test_save_load_resume_is_bit_identical(small_reference, tmp_path, stop_after
     del first
     second = Trial(SMALL, threads=1)
     second.load(tmp_path)
-    assert second.validation_index == stop_after and len(second.history) == stop_after
-    final = second.run()
-    assert final == second.history[-1]
+    assert second.validation_index == stop_after and len(second.history[0]) == stop_after
+    (final,) = second.run()
+    assert final == second.history[0][-1]
     # every row, the resumed ones and the ones from the checkpoint, equals the uninterrupted run
-    assert [without_timing(r) for r in second.history] == [without_timing(r) for r in small_reference]
-    assert second.train_time_s >= second.history[stop_after - 1]["train_time_s"]
+    assert [without_timing(r) for r in second.history[0]] == [without_timing(r) for r in small_reference]
+    assert second.train_time_s >= second.history[0][stop_after - 1]["train_time_s"]
 
 
 def test_cpu_trials_flush_subnormal_floats():
@@ -260,7 +260,7 @@ def test_cli_resumes_from_checkpoint_dir(cli_reference, tmp_path):
     # Train the CLI's config in-process up to validation 4 and leave the checkpoint ...
     config = TrialConfig(max_inputs=5000, val_count=200)
     trial = Trial(config, threads=1)
-    for row in trial.validations():
+    for (row,) in trial.validations():
         if row["validation_index"] == 4:
             break
     trial.save(tmp_path)
@@ -283,7 +283,19 @@ def test_nan_loss_stops_with_a_clear_error():
 
     trial = Trial(TrialConfig(max_inputs=640, num_validations=2, val_count=50))
     with torch.no_grad():
-        trial.model.embedding.weight.fill_(float("nan"))  # every logit, hence the loss, is NaN
-    with pytest.raises(TrainingDiverged, match=r"training diverged: train_loss is nan after 320 inputs"):
-        next(trial.validations())
-    assert issubclass(TrainingDiverged, UserError)  # the CLI prints it as one line, exit 2
+        trial.net.module.embedding.weight.fill_(float("nan"))  # every logit, hence the loss, is NaN
+    (row,) = next(trial.validations())  # the seed's last row says it diverged
+    assert row["diverged"] and math.isnan(row["train_loss"]) and row["validation_index"] == 1
+    assert trial.finished and trial.training == []
+    assert trial.diverged[0].startswith("training diverged: train_loss is nan after 320 inputs")
+    assert list(trial.validations()) == []  # nothing left to train
+    assert issubclass(TrainingDiverged, UserError)  # the trainable raises it: one line, exit 2
+
+
+def test_cli_reports_a_diverged_seed_as_one_error_line(tmp_path):
+    # lr 1e6 makes the loss infinite within the first epoch
+    out = run_cli("--max-inputs", "640", "--val-count", "50", "--threads", "1", "--set", "lr=1000000")
+    assert out.returncode == 2, out.stdout
+    assert not [line for line in out.stdout.splitlines() if line.startswith("{")]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: training diverged: "), out.stderr

@@ -24,7 +24,7 @@ from typing import Any
 from tune_selcopy import trial_logs, uris
 from tune_selcopy.errors import ArgumentParser, UserError, one_line
 from tune_selcopy.science.model import ConvTextModel
-from tune_selcopy.science.trial import TrialConfig
+from tune_selcopy.science.trial import DEFAULT_TF32, TF32_MODES, TrialConfig
 from tune_selcopy.sweeps import storage
 from tune_selcopy.sweeps.cluster import (
     check_address,
@@ -93,6 +93,8 @@ def check_args(args: Any) -> None:
          f"--gpus-per-trial {args.gpus_per_trial}: above 1 a GPU share must be a whole number"),
         (args.max_concurrent is None or args.max_concurrent >= 1,
          f"--max-concurrent must be >= 1 (got {args.max_concurrent})"),
+        (args.seeds_per_trial is None or args.seeds_per_trial >= 1,
+         f"--seeds-per-trial must be >= 1 (got {args.seeds_per_trial})"),
         (args.local_cpus is None or args.local_cpus >= 1, f"--local-cpus must be >= 1 (got {args.local_cpus})"),
         (args.local_gpus is None or args.local_gpus >= 0, f"--local-gpus must be >= 0 (got {args.local_gpus})"),
         (args.wait_for_nodes >= 0, f"--wait-for-nodes must be >= 0 (got {args.wait_for_nodes})"),
@@ -147,7 +149,7 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
     """The Tuner of a new sweep, or of the one to resume."""
     from ray import tune
 
-    from tune_selcopy.sweeps.trainable import KeepIntactState, RunInfo, TrialFailures, train_trial
+    from tune_selcopy.sweeps.trainable import KeepIntactState, RunInfo, TrialFailures, seed_stacks, train_trial
 
     run = RunInfo(
         experiment=settings.name,
@@ -156,6 +158,7 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
         logs=trial_logs.logs_uri(settings.storage, settings.name),
         cpus_per_trial=settings.cpus_per_trial,
         gpus_per_trial=settings.gpus_per_trial,
+        tf32=settings.tf32,
     )
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, run=run),
@@ -189,6 +192,7 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
     trials = space.trials()
     for trial in trials:
         trial["setting"] = space.setting_label(trial)
+    trials = seed_stacks(trials, settings.seeds_per_trial)
     reporter = tune.CLIReporter(
         parameter_columns={f"trial/{key}": key for key in [*space.columns, "seed"]},
         metric_columns={
@@ -297,6 +301,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--cpus-per-trial", type=finite, help="default 1")
     p.add_argument("--gpus-per-trial", type=finite, help="default 0.25 on a cluster with GPUs, else 0")
     p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    p.add_argument("--seeds-per-trial", type=int, metavar="K",
+                   help="train K seeds of a setting in one trial, as one stacked model (default 1; docs/gpus.md)")
+    p.add_argument("--tf32", choices=list(TF32_MODES),
+                   help="TF32 on CUDA GPUs since Ampere: conv (cuDNN convolutions; the default, as PyTorch's), off, or all")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="folder or URI (file://, s3://, gs://)")
     p.add_argument("--name", help="experiment name (default: SPACE-YYYYmmdd-HHMMSS)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted sweep (default: the latest)")
@@ -376,6 +384,8 @@ def prepare(
             gpus_per_trial=gpus,
             max_concurrent=args.max_concurrent,
             resolved_space=space.to_data(),
+            seeds_per_trial=args.seeds_per_trial or 1,
+            tf32=args.tf32 or DEFAULT_TF32,
         ),
         numbered=args.name is None,
     )
@@ -397,6 +407,8 @@ def check_same_options(args: Any, settings: SweepSettings, space: ResolvedSpace)
         "--cpus-per-trial": (args.cpus_per_trial, settings.cpus_per_trial),
         "--gpus-per-trial": (args.gpus_per_trial, settings.gpus_per_trial),
         "--max-concurrent": (args.max_concurrent, settings.max_concurrent),
+        "--seeds-per-trial": (args.seeds_per_trial, settings.seeds_per_trial),
+        "--tf32": (args.tf32, settings.tf32),
     }
     differ = [f"{option} {new} (the sweep has {old})" for option, (new, old) in given.items()
               if new is not None and new != old]

@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 
 from tune_selcopy import trial_logs, uris
 from tune_selcopy.errors import UserError, one_line
+from tune_selcopy.science.trial import DEFAULT_TF32
 from tune_selcopy.sweeps import storage
 from tune_selcopy.sweeps.space_sources import load_space
 from tune_selcopy.sweeps.spaces import ResolvedSpace
@@ -47,6 +48,8 @@ class SweepSettings:
     # The resolved space (ResolvedSpace.to_data()): --resume runs exactly this, whatever the
     # space file or the flags say by then. None in sweeps saved before space files existed.
     resolved_space: dict[str, Any] | None = None
+    seeds_per_trial: int = 1  # seeds stacked in one trial (run --seeds-per-trial)
+    tf32: str = DEFAULT_TF32  # a science.trial.TF32_MODES mode (run --tf32)
 
     def resolve_space(self) -> ResolvedSpace:
         if self.resolved_space is None:
@@ -72,9 +75,10 @@ class SweepSettings:
             raise UserError(f"{where} is not a tune_selcopy sweep file (not JSON: {exc})") from None
         expected = {f.name for f in fields(cls)}
         # Files from before the format marker are accepted when their keys match exactly,
-        # and files from before space files when they lack only the resolved space.
+        # and files from before space files, seed stacks or TF32 modes when they lack only those.
+        later = {"resolved_space", "seeds_per_trial", "tf32"}
         if not isinstance(values, dict) or values.pop("format", RUN_FILE_FORMAT) != RUN_FILE_FORMAT \
-                or set(values) not in (expected, expected - {"resolved_space"}):
+                or not expected - later <= set(values) <= expected:
             found = sorted(values) if isinstance(values, dict) else type(values).__name__
             raise UserError(f"{where} is not a tune_selcopy sweep file (expected keys {sorted(expected)}, found {found})")
         settings = cls(**{**values, "storage": storage, "name": name})
