@@ -545,7 +545,7 @@ class Trial:
             saved = TrialConfig.from_dict(state["config"])
         except (TypeError, ValueError) as exc:
             raise UserError(f"checkpoint has a broken config: {exc}") from None
-        if saved != self.config:
+        if dataclasses.replace(saved, seed=self.config.seed) != self.config:
             raise UserError(f"checkpoint belongs to another config: {saved} != {self.config}")
         if list(state["seeds"]) != list(self.seeds):
             raise UserError(f"checkpoint belongs to seeds {list(state['seeds'])}, not {list(self.seeds)}")
