@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import platform
 import signal
@@ -37,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +222,7 @@ def worker(spec: dict[str, Any]) -> None:
     epochs = 10_000
     cfg = TrialConfig(**{**spec["setting"], "attn": tuple(spec["setting"]["attn"])},
                       max_inputs=spec["epoch_inputs"] * epochs, num_validations=epochs, val_count=spec["val_count"])
-    trial = Trial(cfg, device, threads=1, seeds=range(1, seeds + 1), tf32=spec["tf32"])
+    trial = Trial(cfg, device, threads=spec["threads"], seeds=range(1, seeds + 1), tf32=spec["tf32"])
     validations = trial.validations()
     next(validations)  # the first epoch loads kernels and fills caches: not measured
     print("ready", flush=True)
@@ -238,11 +237,13 @@ def worker(spec: dict[str, Any]) -> None:
 
 
 def measure(device: str, plan: Plan, processes: int, seeds: int, tf32: str = DEFAULT_TF32,
-            setting: dict[str, Any] = LINEAR) -> dict[str, float]:
-    """Start ``processes`` workers, let them all warm up, then measure them at once."""
+            setting: dict[str, Any] = LINEAR, threads: int = 1) -> dict[str, float]:
+    """Start ``processes`` workers (``threads`` CPU threads each), let them all warm up,
+    then measure them at once."""
     spec = {"device": device, "processes": processes, "seeds": seeds, "tf32": tf32, "setting": setting,
-            "epoch_inputs": plan.epoch_inputs, "val_count": plan.val_count, "seconds": plan.seconds}
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+            "epoch_inputs": plan.epoch_inputs, "val_count": plan.val_count, "seconds": plan.seconds,
+            "threads": threads}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     workers = [subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True, env=env) for _ in range(processes)]
     try:
