@@ -141,7 +141,7 @@ def test_a_float32_stacks_final_rows_agree_with_separate_trials():
     the convolutions and matmuls through other kernels, and float32 rounding differences
     grow as training goes on, hence the margin."""
     config = TrialConfig(**SETTINGS["linear elu+1"], max_inputs=6400, num_validations=2, val_count=50)
-    stack, singles = stack_and_singles(config, torch.float32)
+    stack, singles = stack_and_singles(config, torch.float32, seeds=(1, 2))
     for k, single in enumerate(singles):
         mine, theirs = stack.history[k][-1], single.history[0][-1]
         for key in METRICS:

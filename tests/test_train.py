@@ -413,8 +413,8 @@ class EveryStepStats(Trial):
 
 
 def test_train_metrics_only_where_a_validation_reads_them(monkeypatch):
-    # epochs of 50 steps (window 16) and of 10 steps (shorter than the window), two seeds
-    for config in (TrialConfig(max_inputs=6400, num_validations=2, val_count=50),
+    # epochs of 25 steps (window 16) and of 10 steps (shorter than the window), two seeds
+    for config in (TrialConfig(max_inputs=3200, num_validations=2, val_count=50),
                    TrialConfig(max_inputs=1280, num_validations=2, val_count=50)):
         for seeds in ((1,), (1, 2)):
             calls = []
