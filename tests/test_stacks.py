@@ -295,3 +295,18 @@ def test_a_stack_of_ten_dispatches_far_fewer_ops_than_ten_trials():
     one, ten = ops_per_step(1, True), ops_per_step(10, True)
     assert ten < 2 * one, (one, ten)
     assert ops_per_step(1, False) <= one - 20  # the metrics skipped outside the window
+
+
+def test_sweeps_saved_before_stacks_resume_with_one_seed_per_trial(tmp_path):
+    from tune_selcopy.sweeps.folder import SweepSettings
+
+    settings = SweepSettings(space="attn_act", name="x", storage=str(tmp_path), trials=None, max_inputs=None,
+                             val_count=None, cpus_per_trial=1.0, gpus_per_trial=0.0, max_concurrent=None,
+                             seeds_per_trial=4, tf32="all")
+    assert SweepSettings.from_json(settings.to_json(), str(tmp_path), "x") == settings
+    old = json.loads(settings.to_json())
+    del old["seeds_per_trial"], old["tf32"]
+    loaded = SweepSettings.from_json(json.dumps(old).encode(), str(tmp_path), "x")
+    assert (loaded.seeds_per_trial, loaded.tf32) == (1, "conv")
+    with pytest.raises(UserError, match="is not a tune_selcopy sweep file"):
+        SweepSettings.from_json(json.dumps({**old, "stacks": 2}).encode(), str(tmp_path), "x")

@@ -368,7 +368,7 @@ class Trial:
         self.window = math.ceil(TRAIN_WINDOW / config.batch_size)
         k = len(self.seeds)
         self.recent = torch.zeros(k, self.window, len(STAT_FIELDS), device=self.device, dtype=dtype)
-        # A diverged seed's loss counts 0: it no longer moves (see _stop), nor the others.
+        # Each seed's weight in the summed loss: 1, and 0 once it has diverged (see _stop).
         self.loss_weights = torch.ones(k, device=self.device, dtype=dtype)
         self.diverged: list[str | None] = [None] * k  # why each seed stopped, if it did
         self.validation_index = 0  # validations done so far = epochs done
