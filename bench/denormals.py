@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tune_selcopy.science.task import batches  # noqa: E402
+from tune_selcopy.science.task import stacked_batches  # noqa: E402
 from tune_selcopy.science.trial import CHECKPOINT_FILE, Trial, TrialConfig  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def inputs_per_s(trial: Trial, flush: bool, steps: int, epoch: int) -> float:
     """Inputs/s over ``steps`` training steps on fresh batches, after 3 warm-up steps."""
     torch.set_flush_denormal(flush)
     bs = trial.config.batch_size
-    it = batches(trial.stream.epoch(epoch, bs * (steps + 3)), bs)
+    it = stacked_batches([trial.streams[0].epoch(epoch, bs * (steps + 3))], bs)
     for _ in range(3):
         trial.train_step(*next(it))
     start = time.perf_counter()

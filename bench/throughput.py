@@ -4,8 +4,8 @@ For each CPU thread count, measured back to back so that all three see similar l
 
 (a) bare step (measured before and after (b), averaged): forward + backward + AdamW step + scheduler step on ONE fixed batch of 64
     training samples, nothing else (the ceiling for this model on this machine);
-(b) a full ``Trial`` of this package: seeded tensor data stream, on-device metrics every
-    step, validations; reports the trial's own throughput (validation excluded, as the
+(b) a full ``Trial`` of this package: seeded tensor data stream, on-device metrics for
+    the steps a validation reads, validations; reports the trial's own throughput (validation excluded, as the
     package reports it) and the wall time of ``run()`` including validation;
 (c) a reference-style pipeline: per-sample Python string generation (``generate_texts``,
     one sample at a time with a ``random.Random``) inside a ``DataLoader`` with 1 worker,
@@ -60,7 +60,7 @@ def bare_step(cfg: TrialConfig, threads: int) -> float:
     trial = Trial(cfg, threads=threads)
     samples = SwapStream(cfg.seed + 1000).epoch(0, BATCH)
     inputs, targets = samples.tokens()
-    model, optimizer, scheduler = trial.model, trial.optimizer, trial.scheduler
+    model, optimizer, scheduler = trial.net.module, trial.optimizer, trial.scheduler
     model.train()
     steps = cfg.max_inputs // BATCH
 
@@ -79,7 +79,7 @@ def full_trial(cfg: TrialConfig, threads: int) -> tuple[float, float, float]:
     """(b) the package's Trial: (its own throughput, wall seconds of run(), samples/s on wall)."""
     trial = Trial(cfg, threads=threads)
     start = time.perf_counter()
-    last = trial.run()
+    (last,) = trial.run()
     wall = time.perf_counter() - start
     return last["throughput"], wall, cfg.max_inputs / wall
 
@@ -113,7 +113,7 @@ def pad_collate(items):
 def reference_pipeline(cfg: TrialConfig, threads: int) -> float:
     """(c) samples/s of a DataLoader (1 worker) pipeline with per-step metric syncs."""
     trial = Trial(cfg, threads=threads)  # same model, optimizer and schedule
-    model, optimizer, scheduler = trial.model, trial.optimizer, trial.scheduler
+    model, optimizer, scheduler = trial.net.module, trial.optimizer, trial.scheduler
     model.train()
     dataset = ReferenceStream(cfg.max_inputs, cfg.seed, frozenset(validation_texts()))
     loader = DataLoader(dataset, batch_size=BATCH, num_workers=1, collate_fn=pad_collate)

@@ -86,7 +86,7 @@ def test_real_checkpoint_loads_with_the_safe_loader(tmp_path):
     second = Trial(config)
     second.load(tmp_path)  # weights_only=True
     assert second.validation_index == 1 and second.step == first.step
-    assert torch.equal(second.model.embedding.weight, first.model.embedding.weight)
+    assert torch.equal(second.net.module.embedding.weight, first.net.module.embedding.weight)
 
 
 @pytest.mark.parametrize(

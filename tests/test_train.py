@@ -13,15 +13,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import tune_selcopy.science.trial as trial_module
 from tune_selcopy.errors import UserError
+from tune_selcopy.science.task import SwapStream, batches, validation_texts
 from tune_selcopy.science.trial import (
     CHECKPOINT_FILE,
+    DEFAULT_TF32,
     STAT_FIELDS,
+    TF32_MODES,
     Trial,
     TrialConfig,
     batch_stats,
     lr_factor,
     metrics_from_stats,
+    run_environment,
+    set_tf32,
+    tf32_flags,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +131,7 @@ def short_run():
 
 
 def test_short_run_learns(short_run):
-    rows = short_run.history
+    (rows,) = short_run.history  # one seed
     assert len(rows) == 10
     assert [r["validation_index"] for r in rows] == list(range(1, 11))
     assert [r["num_inputs"] for r in rows] == [2000 * i for i in range(1, 11)]
@@ -146,8 +153,8 @@ def test_short_run_learns(short_run):
 def test_validation_is_the_whole_validation_prefix(short_run):
     assert short_run.val_inputs.shape == (500, 23)
     assert int((short_run.val_inputs == 0).sum()) == 500 * 5  # 5 masked answer characters each
-    again = short_run.validate()
-    last = short_run.history[-1]
+    (again,) = short_run.validate()
+    last = short_run.history[0][-1]
     assert again == {k: v for k, v in last.items() if k.startswith("validation_") and k != "validation_index"}
 
 
@@ -156,21 +163,21 @@ def small_reference():
     torch.set_num_threads(1)
     trial = Trial(SMALL, threads=1)
     trial.run()
-    return trial.history
+    return trial.history[0]
 
 
 def test_same_seed_gives_identical_metrics(small_reference):
     again = Trial(SMALL, threads=1)
     again.run()
-    assert [without_timing(r) for r in again.history] == [without_timing(r) for r in small_reference]
-    other = Trial(TrialConfig(**{**SMALL.__dict__, "seed": 2}), threads=1).run()
+    assert [without_timing(r) for r in again.history[0]] == [without_timing(r) for r in small_reference]
+    (other,) = Trial(TrialConfig(**{**SMALL.__dict__, "seed": 2}), threads=1).run()
     assert other["validation_loss"] != small_reference[-1]["validation_loss"]
 
 
 @pytest.mark.parametrize("stop_after", [1, 3])
 def test_save_load_resume_is_bit_identical(small_reference, tmp_path, stop_after):
     first = Trial(SMALL, threads=1)
-    for row in first.validations():
+    for (row,) in first.validations():
         if row["validation_index"] == stop_after:
             break
     first.save(tmp_path)
@@ -178,12 +185,12 @@ def test_save_load_resume_is_bit_identical(small_reference, tmp_path, stop_after
     del first
     second = Trial(SMALL, threads=1)
     second.load(tmp_path)
-    assert second.validation_index == stop_after and len(second.history) == stop_after
-    final = second.run()
-    assert final == second.history[-1]
+    assert second.validation_index == stop_after and len(second.history[0]) == stop_after
+    (final,) = second.run()
+    assert final == second.history[0][-1]
     # every row, the resumed ones and the ones from the checkpoint, equals the uninterrupted run
-    assert [without_timing(r) for r in second.history] == [without_timing(r) for r in small_reference]
-    assert second.train_time_s >= second.history[stop_after - 1]["train_time_s"]
+    assert [without_timing(r) for r in second.history[0]] == [without_timing(r) for r in small_reference]
+    assert second.train_time_s >= second.history[0][stop_after - 1]["train_time_s"]
 
 
 def test_cpu_trials_flush_subnormal_floats():
@@ -199,9 +206,12 @@ def test_cpu_trials_flush_subnormal_floats():
 def test_load_rejects_other_config_and_broken_files(tmp_path):
     trial = Trial(SMALL, threads=1)
     trial.save(tmp_path)
-    other = Trial(TrialConfig(**{**SMALL.__dict__, "seed": 9}), threads=1)
+    other = Trial(TrialConfig(**{**SMALL.__dict__, "lr": 1e-3}), threads=1)
     with pytest.raises(UserError, match="checkpoint belongs to another config"):
         other.load(tmp_path)
+    other_seed = Trial(TrialConfig(**{**SMALL.__dict__, "seed": 9}), threads=1)
+    with pytest.raises(UserError, match=r"checkpoint belongs to seeds \[1\], not \[9\]"):
+        other_seed.load(tmp_path)
     (tmp_path / CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="cannot read checkpoint"):
         trial.load(tmp_path)
@@ -260,7 +270,7 @@ def test_cli_resumes_from_checkpoint_dir(cli_reference, tmp_path):
     # Train the CLI's config in-process up to validation 4 and leave the checkpoint ...
     config = TrialConfig(max_inputs=5000, val_count=200)
     trial = Trial(config, threads=1)
-    for row in trial.validations():
+    for (row,) in trial.validations():
         if row["validation_index"] == 4:
             break
     trial.save(tmp_path)
@@ -283,7 +293,141 @@ def test_nan_loss_stops_with_a_clear_error():
 
     trial = Trial(TrialConfig(max_inputs=640, num_validations=2, val_count=50))
     with torch.no_grad():
-        trial.model.embedding.weight.fill_(float("nan"))  # every logit, hence the loss, is NaN
-    with pytest.raises(TrainingDiverged, match=r"training diverged: train_loss is nan after 320 inputs"):
-        next(trial.validations())
-    assert issubclass(TrainingDiverged, UserError)  # the CLI prints it as one line, exit 2
+        trial.net.module.embedding.weight.fill_(float("nan"))  # every logit, hence the loss, is NaN
+    (row,) = next(trial.validations())  # the seed's last row says it diverged
+    assert row["diverged"] and math.isnan(row["train_loss"]) and row["validation_index"] == 1
+    assert trial.finished and trial.training == []
+    assert trial.diverged[0].startswith("training diverged: train_loss is nan after 320 inputs")
+    assert list(trial.validations()) == []  # nothing left to train
+    assert issubclass(TrainingDiverged, UserError)  # the trainable raises it: one line, exit 2
+
+
+def test_cli_reports_a_diverged_seed_as_one_error_line(tmp_path):
+    # lr 1e6 makes the loss infinite within the first epoch
+    out = run_cli("--max-inputs", "640", "--val-count", "50", "--threads", "1", "--set", "lr=1000000")
+    assert out.returncode == 2, out.stdout
+    assert not [line for line in out.stdout.splitlines() if line.startswith("{")]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: training diverged: "), out.stderr
+
+
+# --- GPU-ready: checkpoints, data stream and row columns on any device --------------------
+
+
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")
+@pytest.mark.parametrize("seeds", [(1,), (1, 2)])
+def test_checkpoint_loads_onto_the_cpu_and_adamw_steps_stay_there(tmp_path, seeds):
+    """The meta device stands in for a GPU. A checkpoint read with map_location=<the
+    trial's device> leaves AdamW's `step` tensors on that device, and foreach AdamW reads
+    each back to the host on every step (on meta it cannot: `.item()` fails)."""
+    config = TrialConfig(max_inputs=640, num_validations=2, val_count=50)
+    trained = Trial(config, threads=1, seeds=seeds)
+    next(trained.validations())
+    trained.save(tmp_path)
+    # torch's behaviour, the reason for the fix: a checkpoint read onto meta keeps `step` there
+    state = torch.load(tmp_path / CHECKPOINT_FILE, map_location="meta", weights_only=True)
+    assert {s["step"].device.type for s in state["optimizer"]["state"].values()} == {"meta"}
+
+    gpu = Trial(config, threads=1, seeds=seeds)
+    for param in gpu.net.parameters():  # to meta in place, as .to("cuda") moves a model:
+        # the same objects (the optimizer's, the tied head's), now on the other device
+        torch.utils.swap_tensors(param, torch.nn.Parameter(param.detach().to("meta")))
+    gpu.device = torch.device("meta")
+    gpu.load(tmp_path)
+    for param in gpu.net.parameters():
+        assert param.device.type == "meta"
+        moments = gpu.optimizer.state[param]
+        assert moments["exp_avg"].device.type == moments["exp_avg_sq"].device.type == "meta"
+        assert moments["step"].device.type == "cpu" and moments["step"].item() == trained.step
+        param.grad = torch.zeros_like(param)
+    gpu.optimizer.step()  # foreach AdamW reads `step` on the host: fine from the CPU
+    assert {gpu.optimizer.state[p]["step"].item() for p in gpu.net.parameters()} == {trained.step + 1}
+
+
+def test_a_seeds_stream_is_the_same_on_every_device():
+    """Drawn with a CPU generator, then moved: the batches on another device are the CPU
+    ones. The lazy (TorchScript) device is a non-CPU device that holds values on a CPU-only
+    machine; before, the stream drew with a generator on the device itself (CUDA's yields
+    other numbers for a seed, and lazy has none)."""
+    lazy = pytest.importorskip("torch._lazy.ts_backend")
+    lazy.init()
+    stream = SwapStream(3, exclude=validation_texts())
+    epoch = stream.epoch(0, 300)
+    assert epoch.letters.device.type == "cpu"  # whatever trains on it
+    on_cpu = list(batches(epoch, 64))
+    on_lazy = list(batches(epoch, 64, device="lazy"))
+    assert len(on_lazy) == len(on_cpu) == 5
+    for (inputs, targets), (cpu_inputs, cpu_targets) in zip(on_lazy, on_cpu):
+        assert inputs.device.type == "lazy"
+        assert torch.equal(inputs.cpu(), cpu_inputs) and torch.equal(targets.cpu(), cpu_targets)
+
+
+def test_rows_record_where_they_were_computed():
+    trial = Trial(TrialConfig(max_inputs=640, num_validations=1, val_count=50), threads=1)
+    (row,) = next(trial.validations())
+    assert row["device"] == "cpu" and row["device_name"]  # the CPU's model name
+    assert row["torch_version"] == torch.__version__ and type(row["torch_version"]) is str
+    assert row["cuda_version"] == torch.version.cuda  # the build's, None for a CPU build
+    assert row["tf32_matmul"] is False and row["tf32_conv"] is False  # no TF32 on a CPU
+    assert row["diverged"] is False
+
+
+@pytest.mark.parametrize("capability, in_effect", [((8, 0), True), ((7, 5), False)])
+def test_tf32_is_in_effect_only_on_gpus_that_have_it(monkeypatch, capability, in_effect):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "a GPU")
+    try:
+        for mode, (matmul, conv) in TF32_MODES.items():
+            set_tf32(mode)
+            assert tf32_flags() == (matmul, conv)
+            env = run_environment(torch.device("cuda"))
+            assert env["device_name"] == "a GPU"
+            assert (env["tf32_matmul"], env["tf32_conv"]) == (matmul and in_effect, conv and in_effect)
+    finally:
+        set_tf32(DEFAULT_TF32)
+    assert TF32_MODES[DEFAULT_TF32] == (False, True)  # PyTorch's own default since 1.12
+    with pytest.raises(UserError, match="unknown TF32 mode 'on'"):
+        set_tf32("on")
+
+
+def test_tf32_modes_with_the_flags_of_torch_before_2_9():
+    """torch < 2.9 has only the allow_tf32 flags (2.9 and later refuse to mix them with
+    the per-operator settings, so this runs in a process of its own)."""
+    script = (
+        "import tune_selcopy.science.trial as t\n"
+        "t._per_op_tf32_api = lambda: False\n"
+        "for mode in t.TF32_MODES:\n"
+        "    t.set_tf32(mode)\n"
+        "    assert t.tf32_flags() == t.TF32_MODES[mode], mode\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+class EveryStepStats(Trial):
+    """The train metrics of every step, as before they were kept only where read."""
+
+    def train_step(self, inputs, targets, widths=None, stats=True):
+        super().train_step(inputs, targets, widths, stats=True)
+
+
+def test_train_metrics_only_where_a_validation_reads_them(monkeypatch):
+    # epochs of 25 steps (window 16) and of 10 steps (shorter than the window), two seeds
+    for config in (TrialConfig(max_inputs=3200, num_validations=2, val_count=50),
+                   TrialConfig(max_inputs=1280, num_validations=2, val_count=50)):
+        for seeds in ((1,), (1, 2)):
+            calls = []
+            real = trial_module.batch_stats
+            monkeypatch.setattr(trial_module, "batch_stats", lambda *a: calls.append(1) or real(*a))
+            lean = Trial(config, threads=1, seeds=seeds)
+            lean.run()
+            monkeypatch.setattr(trial_module, "batch_stats", real)
+            full = EveryStepStats(config, threads=1, seeds=seeds)
+            full.run()
+            # one call per step kept (a stack's seeds in one vmapped call), one per validation chunk
+            steps = math.ceil(config.max_inputs / config.num_validations / config.batch_size)
+            assert len(calls) == 2 * min(steps, lean.window) + 2  # 50 validation samples: one chunk
+            assert [[without_timing(r) for r in rows] for rows in lean.history] == \
+                [[without_timing(r) for r in rows] for rows in full.history]  # bitwise
+            assert torch.equal(lean.recent, full.recent)

@@ -25,7 +25,7 @@ from typing import Any
 from tune_selcopy import trial_logs, uris
 from tune_selcopy.errors import ArgumentParser, UserError, help_parser, one_line
 from tune_selcopy.science.model import ConvTextModel
-from tune_selcopy.science.trial import TrialConfig
+from tune_selcopy.science.trial import DEFAULT_TF32, TF32_MODES, TrialConfig
 from tune_selcopy.sweeps import storage, trackers
 from tune_selcopy.sweeps.cluster import (
     check_address,
@@ -132,6 +132,8 @@ def check_args(args: Any) -> None:
          f"--gpus-per-trial {args.gpus_per_trial or 0:g}: a trial trains on one GPU, so its share is at most 1"),
         (args.max_concurrent is None or args.max_concurrent >= 1,
          f"--max-concurrent must be >= 1 (got {args.max_concurrent})"),
+        (args.seeds_per_trial is None or args.seeds_per_trial >= 1,
+         f"--seeds-per-trial must be >= 1 (got {args.seeds_per_trial})"),
         (args.local_cpus is None or args.local_cpus >= 1, f"--local-cpus must be >= 1 (got {args.local_cpus})"),
         (args.local_gpus is None or args.local_gpus >= 0, f"--local-gpus must be >= 0 (got {args.local_gpus})"),
         (args.wait_for_nodes >= 0, f"--wait-for-nodes must be >= 0 (got {args.wait_for_nodes})"),
@@ -179,7 +181,7 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
     """The Tuner of a new sweep, or of the one to resume."""
     from ray import tune
 
-    from tune_selcopy.sweeps.trainable import KeepIntactState, RunInfo, TrialFailures, train_trial
+    from tune_selcopy.sweeps.trainable import KeepIntactState, RunInfo, TrialFailures, seed_stacks, train_trial
 
     run = RunInfo(
         experiment=settings.name,
@@ -189,6 +191,7 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
         cpus_per_trial=settings.cpus_per_trial,
         gpus_per_trial=settings.gpus_per_trial,
         logical_gpus=settings.logical_gpus,
+        tf32=settings.tf32,
     )
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, run=run),
@@ -222,6 +225,7 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
     trials = space.trials()
     for trial in trials:
         trial["setting"] = space.setting_label(trial)
+    trials = seed_stacks(trials, settings.seeds_per_trial)
     reporter = tune.CLIReporter(
         parameter_columns={f"trial/{key}": key for key in [*space.columns, "seed"]},
         metric_columns={
@@ -377,6 +381,11 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
                    "GPUs, else 0)")
     p.add_argument("--max-concurrent", type=int, metavar="N",
                    help="at most N trials at once (default: as many as the resources hold)")
+    p.add_argument("--seeds-per-trial", type=int, metavar="K",
+                   help="train K seeds of a setting in one trial, as one stacked model (default: 1; docs/gpus.md)")
+    p.add_argument("--tf32", choices=list(TF32_MODES),
+                   help="TF32 on CUDA GPUs since Ampere: conv (cuDNN convolutions only), off, or all (default: "
+                   f"{DEFAULT_TF32}, as PyTorch's own default)")
     p.add_argument("--storage", default=DEFAULT_STORAGE, metavar="PATH_OR_URI",
                    help="where sweeps go: a folder, or a file://, s3:// or gs:// URI")
     p.add_argument("--name", help="the sweep's name, its folder under --storage (default: SPACE-YYYYmmdd-HHMMSS)")
@@ -488,6 +497,8 @@ def prepare(
             resolved_space=space.to_data(),
             log_to=trackers.parse(args.log_to),
             logical_gpus=logical_gpus(args, node),
+            seeds_per_trial=args.seeds_per_trial or 1,
+            tf32=args.tf32 or DEFAULT_TF32,
         ),
         numbered=args.name is None,
     )
@@ -515,6 +526,8 @@ def check_same_options(args: Any, settings: SweepSettings, space: ResolvedSpace)
         "--cpus-per-trial": (args.cpus_per_trial, settings.cpus_per_trial),
         "--gpus-per-trial": (args.gpus_per_trial, settings.gpus_per_trial),
         "--max-concurrent": (args.max_concurrent, settings.max_concurrent),
+        "--seeds-per-trial": (args.seeds_per_trial, settings.seeds_per_trial),
+        "--tf32": (args.tf32, settings.tf32),
     }
     differ = [f"{option} {new} (the sweep has {old})" for option, (new, old) in given.items()
               if new is not None and new != old]

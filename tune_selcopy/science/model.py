@@ -3,16 +3,19 @@
 
 Per layer: ``y = conv(x)``; with attention the conv invents some of q/k/v (the rest is the
 layer input x) and attention mixes the sequence; then ``out = gelu(y) + x``.
+``ModelStack`` trains K such models of one config (several seeds) as one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from tune_selcopy.errors import UserError
 
@@ -173,3 +176,84 @@ class ConvTextModel(nn.Module):
     def num_params(self) -> int:
         """Distinct parameters (the tied head counted once), as the published table counts."""
         return sum(p.numel() for p in self.parameters())
+
+
+class ModelStack:
+    """K ``ConvTextModel`` s of one config trained side by side: ``[K, ...]`` in and out.
+
+    With K = 1 it calls the model itself, the plain eager path. With K > 1 the parameters
+    are stacked ``[K, ...]`` (``torch.func.stack_module_state``) and the model's own
+    forward is vmapped over them: each seed computes exactly its model's function (with
+    its own parameter count), but every op runs once for all K, as one batched kernel
+    (convolutions become grouped ones, matmuls batched). Seeds share no values, so one
+    AdamW over the stacked parameters is K separate AdamWs (it is elementwise).
+    """
+
+    def __init__(self, models: list[ConvTextModel]):
+        self.size = len(models)
+        self.vmapped = self.size > 1
+        if self.vmapped:
+            self.params, _ = stack_module_state(models)  # {name: [K, ...]} leaves; no buffers
+            with torch.device("meta"):  # structure only; built, not moved, to keep the tie
+                self.module = ConvTextModel(models[0].config)
+        else:
+            self.module = models[0]
+            self.params = dict(self.module.named_parameters())  # the tied head counted once
+
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.params.values())
+
+    def num_params(self) -> int:
+        """Parameters of one seed's model, as the published table counts them."""
+        return self.module.num_params()
+
+    def train(self, mode: bool = True) -> None:
+        self.module.train(mode)
+
+    def seed_tensor(self, param: torch.Tensor, k: int) -> torch.Tensor:
+        """Seed ``k``'s part of a (stacked) parameter or of its optimizer state."""
+        return param[k] if self.vmapped else param
+
+    def _call(self, params: Mapping[str, torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.module, params, (tokens,))
+
+    def forward(self, tokens: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[K', B, L, vocab]`` for tokens ``[K', B, L]``: seed ``index[i]`` (all
+        K seeds in order when ``index`` is None) reads ``tokens[i]``."""
+        if not self.vmapped:
+            return self.module(tokens[0])[None]
+        params = self.params if index is None else {name: p[index] for name, p in self.params.items()}
+        # The CPU flash-attention kernel has no vmap rule (torch would loop over the seeds);
+        # the math backend is plain batched matmuls and softmax.
+        with sdpa_kernel(SDPBackend.MATH):
+            return vmap(self._call)(params, tokens)
+
+    def forward_shared(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits ``[K, B, L, vocab]`` of every seed for the same tokens ``[B, L]``."""
+        if not self.vmapped:
+            return self.module(tokens)[None]
+        with sdpa_kernel(SDPBackend.MATH):
+            return vmap(self._call, in_dims=(0, None))(self.params, tokens)
+
+    def map(self, fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> torch.Tensor:
+        """``fn`` applied to each seed's slice of ``args`` (all ``[K', ...]``), stacked."""
+        if not self.vmapped:
+            return fn(*(a[0] for a in args))[None]
+        return vmap(fn)(*args)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.module.state_dict() if not self.vmapped else {k: v.detach() for k, v in self.params.items()}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Copy saved values in place (they may be on another device); errors for a
+        mismatch in names or shapes."""
+        if not self.vmapped:
+            self.module.load_state_dict(state)
+            return
+        if set(state) != set(self.params):
+            raise KeyError(f"parameters {sorted(state)} are not {sorted(self.params)}")
+        with torch.no_grad():
+            for name, param in self.params.items():
+                if state[name].shape != param.shape:
+                    raise ValueError(f"{name}: shape {tuple(state[name].shape)} is not {tuple(param.shape)}")
+                param.copy_(state[name])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import string
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -161,6 +161,14 @@ class SwapBatch:
     def select(self, index: torch.Tensor) -> "SwapBatch":
         return SwapBatch(self.letters[index], self.ops[index], self.n_ops[index])
 
+    def to(self, device: torch.device | str) -> "SwapBatch":
+        return SwapBatch(self.letters.to(device), self.ops.to(device), self.n_ops.to(device))
+
+    @staticmethod
+    def cat(batches: Sequence["SwapBatch"]) -> "SwapBatch":
+        """The samples of ``batches`` one after the other."""
+        return SwapBatch(*(torch.cat([getattr(b, f) for b in batches]) for f in ("letters", "ops", "n_ops")))
+
     def keys(self) -> torch.Tensor:
         """One int64 per question (input letters, op count and ops), unique per question.
 
@@ -191,14 +199,15 @@ class SwapBatch:
             memory[rows, b] = torch.where(used, va, vb)
         return memory
 
-    def tokens(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def tokens(self, max_ops: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) int64 ``[N, L]``, L = the longest text, padded with spaces.
 
         Layout: letters, ``:``, ops ``a>b`` joined by spaces, ``:``, answer; the answer
-        positions are masked (token 0) in inputs.
+        positions are masked (token 0) in inputs. ``max_ops`` (at least the largest op
+        count) widens L to that many ops; given, nothing is read back to the host.
         """
         n, length = self.letters.shape
-        max_ops = int(self.n_ops.max())
+        max_ops = int(self.n_ops.max()) if max_ops is None else max_ops
         width = 2 * length + 4 * max_ops + 1
         device = self.letters.device
         rows = torch.arange(n, device=device)
@@ -250,7 +259,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 class SwapStream:
-    """Seeded training samples for swap-only programs, generated as tensors on a device.
+    """Seeded training samples for swap-only programs, generated as tensors on the CPU.
 
     Same distribution as the reference generator with operators ``{">": w}``: a uniform
     random arrangement of ``input_length`` of the first ``num_items`` letters, an op
@@ -258,6 +267,11 @@ class SwapStream:
     positions. Each epoch is drawn whole from a generator seeded by (seed, epoch), so a
     stream restarts at any epoch without saved RNG state; within an epoch questions are
     distinct (the reference's dedup) and no text of ``exclude`` is ever produced.
+
+    The draws are made with a CPU generator whatever device trains on them: CUDA's
+    generator yields other numbers for the same seed, so a seed would train on other data
+    on a GPU, and a checkpoint resumed on another device type would switch streams.
+    ``batches`` moves an epoch to the training device in one copy.
     """
 
     def __init__(
@@ -268,13 +282,11 @@ class SwapStream:
         num_items: int = 26,
         num_operations: IntOrRange = (1, 3),
         exclude: tuple[str, ...] = (),
-        device: torch.device | str = "cpu",
     ):
         lo, hi = self.check(input_length, num_items, num_operations)
         self.seed = seed
         self.input_length, self.num_items, self.ops_range = input_length, num_items, (lo, hi)
-        self.device = torch.device(device)
-        self.excluded = torch.unique(SwapBatch.parse(exclude, self.device).keys()) if exclude else None
+        self.excluded = torch.unique(SwapBatch.parse(exclude).keys()) if exclude else None
 
     @staticmethod
     def check(input_length: int, num_items: int, num_operations: IntOrRange) -> tuple[int, int]:
@@ -290,60 +302,72 @@ class SwapStream:
 
     def _draw(self, count: int, generator: torch.Generator) -> SwapBatch:
         lo, hi = self.ops_range
-        dev = self.device
         # A uniform random permutation of the items, cut to input_length (= shuffle + slice).
-        order = torch.rand(count, self.num_items, generator=generator, device=dev).argsort(dim=1)
+        order = torch.rand(count, self.num_items, generator=generator).argsort(dim=1)
         letters = order[:, : self.input_length]
-        n_ops = torch.randint(lo, hi + 1, (count,), generator=generator, device=dev)
-        a = torch.randint(0, self.input_length, (count, hi), generator=generator, device=dev)
-        b = torch.randint(0, self.input_length - 1, (count, hi), generator=generator, device=dev)
+        n_ops = torch.randint(lo, hi + 1, (count,), generator=generator)
+        a = torch.randint(0, self.input_length, (count, hi), generator=generator)
+        b = torch.randint(0, self.input_length - 1, (count, hi), generator=generator)
         b = b + (b >= a).long()  # uniform over positions != a
         return SwapBatch(letters, torch.stack([a, b], dim=-1), n_ops)
 
     def epoch(self, epoch: int, count: int) -> SwapBatch:
-        """The ``count`` distinct, non-excluded samples of one epoch."""
-        generator = torch.Generator(device=self.device)
+        """The ``count`` distinct, non-excluded samples of one epoch, on the CPU."""
+        generator = torch.Generator()
         generator.manual_seed(epoch_seed(self.seed, epoch))
         batch = self._draw(count, generator)
         while True:
             keys = batch.keys()
             unique, inverse = torch.unique(keys, return_inverse=True)
             first = torch.full_like(unique, len(keys)).scatter_reduce(
-                0, inverse, torch.arange(len(keys), device=self.device), reduce="amin"
+                0, inverse, torch.arange(len(keys)), reduce="amin"
             )
-            keep = torch.zeros(len(keys), dtype=torch.bool, device=self.device)
+            keep = torch.zeros(len(keys), dtype=torch.bool)
             keep[first] = True
             if self.excluded is not None:
                 keep &= ~torch.isin(keys, self.excluded)
             batch = batch.select(keep.nonzero().squeeze(1))
             missing = count - len(batch)
             if missing <= 0:
-                return batch.select(torch.arange(count, device=self.device))
+                return batch.select(torch.arange(count))
             # Rare (dedup or exclusion hits): top up with fresh draws and check again.
-            extra = self._draw(missing + 16, generator)
-            batch = SwapBatch(
-                torch.cat([batch.letters, extra.letters]),
-                torch.cat([batch.ops, extra.ops]),
-                torch.cat([batch.n_ops, extra.n_ops]),
-            )
+            batch = SwapBatch.cat([batch, self._draw(missing + 16, generator)])
 
 
 def batches(
-    samples: SwapBatch, batch_size: int, start: int = 0
+    samples: SwapBatch, batch_size: int, start: int = 0, device: torch.device | str = "cpu"
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(inputs, targets) batches of one epoch from sample ``start`` on; the last may be short.
+    """(inputs, targets) ``[B, L]`` batches of one epoch on ``device`` from sample ``start``
+    on; the last may be short.
 
-    The epoch is tokenized once; each batch is a view cut to its own longest text, which
-    is exactly the reference collate's right-padding with spaces.
+    Each batch is cut to its own longest text, which is exactly the reference collate's
+    right-padding with spaces (``stacked_batches`` with one stream).
     """
-    inputs, targets = samples.tokens()
-    length = samples.letters.shape[1]
-    starts = list(range(start, len(samples), batch_size))
-    # Longest text per batch, read to the host once per epoch (not once per step).
-    n_ops = samples.n_ops[start:]
-    pad = (-len(n_ops)) % batch_size
-    longest = torch.nn.functional.pad(n_ops, (0, pad)).reshape(-1, batch_size).amax(dim=1)
-    widths = (2 * length + 1 + 4 * longest).tolist()
-    for begin, width in zip(starts, widths):
-        end = begin + batch_size
-        yield inputs[begin:end, :width], targets[begin:end, :width]
+    for inputs, targets, (width,) in stacked_batches([samples], batch_size, start, device):
+        yield inputs[0, :, :width], targets[0, :, :width]
+
+
+def stacked_batches(
+    epochs: Sequence[SwapBatch], batch_size: int, start: int = 0, device: torch.device | str = "cpu"
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[int]]]:
+    """The batches of K streams' epochs (CPU ``SwapBatch`` es of equal length) side by side.
+
+    Per step: inputs and targets ``[K, B, W]`` on ``device`` and each stream's own batch
+    width (its longest text); W is the widest of them, and stream k's batch is
+    ``inputs[k, :, :widths[k]]``. The K epochs are moved to ``device`` in one copy and
+    tokenized there once; the widths are computed on the CPU, so no step waits on the
+    device.
+    """
+    count = len(epochs[0])
+    if any(len(e) != count for e in epochs):
+        raise ValueError(f"epochs of unequal length {[len(e) for e in epochs]}")
+    length = epochs[0].letters.shape[1]
+    n_ops = torch.stack([e.n_ops for e in epochs])[:, start:]  # [K, N - start], on the CPU
+    pad = (-n_ops.shape[1]) % batch_size
+    longest = torch.nn.functional.pad(n_ops, (0, pad)).reshape(len(epochs), -1, batch_size).amax(dim=2)
+    widths = (2 * length + 1 + 4 * longest).T.tolist()  # [steps][K]
+    inputs, targets = SwapBatch.cat(epochs).to(device).tokens(int(longest.max()))
+    inputs, targets = inputs.view(len(epochs), count, -1), targets.view(len(epochs), count, -1)
+    for begin, step_widths in zip(range(start, count, batch_size), widths):
+        end, width = begin + batch_size, max(step_widths)
+        yield inputs[:, begin:end, :width], targets[:, begin:end, :width], step_widths

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from tune_selcopy.science.task import batches
+from tune_selcopy.science.task import stacked_batches
 from tune_selcopy.science.trial import Trial, TrialConfig
 
 PROBE_SECONDS = 2.0  # of timed training steps, after WARMUP_STEPS untimed ones
@@ -147,8 +147,9 @@ def _probe(config: Mapping[str, Any], device: str, threads: int, seconds: float,
 
     steps, started, epoch = 0, 0.0, 0
     while True:  # an epoch's worth of batches at a time, until the clock says enough
-        for inputs, targets in batches(trial.stream.epoch(epoch, 64 * cfg.batch_size), cfg.batch_size):
-            trial.train_step(inputs, targets)
+        samples = trial.streams[0].epoch(epoch, 64 * cfg.batch_size)
+        for inputs, targets, widths in stacked_batches([samples], cfg.batch_size, device=trial.device):
+            trial.train_step(inputs, targets, widths, stats=False)  # as most steps of a trial
             steps += 1
             if steps == WARMUP_STEPS:
                 if barrier is not None:

@@ -18,6 +18,7 @@ import ray
 import torch
 
 from tune_selcopy.errors import UserError, one_line
+from tune_selcopy.science.trial import cap_cuda_memory
 
 VISIBLE = "CUDA_VISIBLE_DEVICES"
 
@@ -91,7 +92,7 @@ def trial_device(gpus_per_trial: float, logical_gpus: bool) -> str:
     problem = cuda_problem(index)
     if problem is None:
         # Ray's fractions are admission control only; this makes the share a real cap.
-        torch.cuda.set_per_process_memory_fraction(min(1.0, gpus_per_trial), device=index)
+        cap_cuda_memory(gpus_per_trial, index)
         return f"cuda:{index}"
     if logical_gpus:
         return "cpu"

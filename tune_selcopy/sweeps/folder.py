@@ -20,13 +20,14 @@ import pyarrow.fs as pafs
 
 from tune_selcopy import trial_logs, uris
 from tune_selcopy.errors import UserError, one_line
+from tune_selcopy.science.trial import DEFAULT_TF32
 from tune_selcopy.sweeps import storage
 from tune_selcopy.sweeps.space_sources import load_space
 from tune_selcopy.sweeps.spaces import ResolvedSpace
 
 RUN_FILE = "tune_selcopy.json"  # the sweep's own settings, read back by --resume
 RUN_FILE_FORMAT = "tune_selcopy sweep settings, version 1"
-ADDED_KEYS = frozenset({"resolved_space", "log_to", "logical_gpus"})  # settings files before these lack them
+ADDED_KEYS = frozenset({"resolved_space", "log_to", "logical_gpus", "seeds_per_trial", "tf32"})  # settings files before these lack them
 # A sweep is one folder directly under the storage: its name cannot leave it. (A space name is
 # shorter, spaces.SPACE_NAME, so that its default sweep name NAME-YYYYmmdd-HHMMSS[-N] fits.)
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -54,6 +55,8 @@ class SweepSettings:
     # The cluster's GPUs are declared for testing (run --logical-gpus, or --local-gpus): a
     # trial holding a share that torch cannot use trains on CPU instead of stopping.
     logical_gpus: bool = False
+    seeds_per_trial: int = 1  # seeds stacked in one trial (run --seeds-per-trial)
+    tf32: str = DEFAULT_TF32  # a science.trial.TF32_MODES mode (run --tf32)
 
     def resolve_space(self) -> ResolvedSpace:
         if self.resolved_space is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from ray import tune
 
 from tune_selcopy import trial_logs
 from tune_selcopy.errors import UserError, one_line
-from tune_selcopy.science.trial import Trial, TrialConfig
+from tune_selcopy.science.trial import DEFAULT_TF32, Trial, TrialConfig, TrainingDiverged
 from tune_selcopy.sweeps import storage
 from tune_selcopy.sweeps.devices import GpuUnusable, trial_device
 from tune_selcopy.sweeps.folder import IntactStateKeeper
@@ -39,6 +40,7 @@ class RunInfo:
     cpus_per_trial: float
     gpus_per_trial: float
     logical_gpus: bool  # the cluster's GPUs are declared for testing: train on CPU (devices.trial_device)
+    tf32: str = DEFAULT_TF32  # a science.trial.TF32_MODES mode
 
 
 def train_trial(config: dict[str, Any], run: RunInfo) -> None:
@@ -63,39 +65,88 @@ def _train(config: dict[str, Any], run: RunInfo, device: str) -> None:
         raise UserError(f"not a tune_selcopy trial config (keys {sorted(config)}): was the sweep state replaced?")
     values = dict(config["trial"])
     setting = values.pop("setting")
+    seeds = values.pop("seeds", None)  # a seed stack (seed_stacks)
     trial_config = TrialConfig.from_dict(values)
     trial = Trial(
         trial_config,
         device=device,
         threads=max(1, int(run.cpus_per_trial)),
+        seeds=seeds,
+        tf32=run.tf32,
     )
     checkpoint = tune.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
             trial.load(directory)
-    trial_id = tune.get_context().get_trial_id()
+    ids = seed_trial_ids(tune.get_context().get_trial_id(), trial.seeds, stacked=seeds is not None)
     # Ray snapshots its experiment state every 10 s or so: a driver killed just after a
-    # trial ended resumes that trial from an earlier checkpoint. Its last row says it
-    # is done, so report that instead of training it again.
-    if not trial.finished and (done := trial_logs.read_row(run.logs, trial_id, trial_config.num_validations)):
-        tune.report(done)
-        return
+    # trial ended resumes that trial from an earlier checkpoint. Its last rows say it
+    # is done, so report them instead of training it again.
+    if not trial.finished:
+        done = [trial_logs.read_row(run.logs, ids[k], trial_config.num_validations) for k in trial.training]
+        if all(done):
+            tune.report(stack_report(done))
+            return
     crash_after = int(os.environ.get(CRASH_ENV, "0")) if checkpoint is None else 0
-    identity = {
+    common = {
         "experiment": run.experiment,
         "space": run.space,
         "setting": setting,
         "varied_keys": run.varied_keys,
         "node_id": ray.get_runtime_context().get_node_id(),
-        **trial_config.flat(),
     }
-    for row in trial.validations():
-        trial_logs.write_row(run.logs, trial_id, {**identity, **row})
-        if row["validation_index"] == crash_after:
+    identities = [{**common, **seed_config.flat()} for seed_config in trial.configs]
+    for rows in trial.validations():
+        for row in rows:
+            k = trial.seeds.index(row["seed"])
+            trial_logs.write_row(run.logs, ids[k], {**identities[k], **row})
+        if rows[0]["validation_index"] == crash_after:
             os._exit(1)
         with tempfile.TemporaryDirectory() as directory:
             trial.save(directory)
-            tune.report(row, checkpoint=tune.Checkpoint.from_directory(directory))
+            tune.report(stack_report(rows), checkpoint=tune.Checkpoint.from_directory(directory))
+    if not trial.training:  # every seed diverged: the trial failed, as a lone seed's does
+        raise TrainingDiverged("; ".join(filter(None, trial.diverged)))
+
+
+# --- Seed stacks: several seeds of one setting in one Tune trial ---------------------------
+
+
+def seed_stacks(trials: list[dict[str, Any]], per_trial: int) -> list[dict[str, Any]]:
+    """The Tune trials of a sweep when each trains ``per_trial`` seeds of one setting.
+
+    ``trials`` are the space's trial configs with their ``setting`` labels, seeds of a
+    setting in a row; consecutive seeds of one setting form a stack (the last one smaller
+    when the seed count does not divide), whose config is its first seed's plus
+    ``seeds``. With ``per_trial`` 1 the configs are returned as they are.
+    """
+    if per_trial == 1:
+        return trials
+    stacks: list[dict[str, Any]] = []
+    for trial in trials:
+        if stacks and stacks[-1]["setting"] == trial["setting"] and len(stacks[-1]["seeds"]) < per_trial:
+            stacks[-1]["seeds"].append(trial["seed"])
+        else:
+            stacks.append({**trial, "seeds": [trial["seed"]]})
+    return stacks
+
+
+def seed_trial_ids(tune_id: str, seeds: Sequence[int], stacked: bool) -> list[str]:
+    """The trial id of each seed's rows: the Tune trial's own id for a lone seed, and
+    ``<tune id>-s<seed>`` in a stack, so each seed keeps its own rows (the analysis counts
+    trials by id) and a row still names the Tune trial that holds its checkpoints."""
+    return [f"{tune_id}-s{seed}" for seed in seeds] if stacked else [tune_id]
+
+
+def stack_report(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a trial reports to Tune at a validation: a lone seed's row, or a stack's
+    first row with the metrics averaged over its seeds that did not diverge."""
+    if len(rows) == 1:
+        return rows[0]
+    kept = [row for row in rows if not row["diverged"]] or rows
+    report = {key: value for key, value in rows[0].items() if key != "seed"}
+    report.update({key: sum(row[key] for row in kept) / len(kept) for key in trial_logs.METRIC_COLUMNS})
+    return report
 
 
 class KeepIntactState(tune.Callback):

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from tune_selcopy.errors import UserError
-from tune_selcopy.science.task import batches
+from tune_selcopy.science.task import stacked_batches
 from tune_selcopy.science.trial import Trial, TrialConfig
 
 PROBE_SEED = 0
@@ -34,20 +34,20 @@ def fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
     """
     cfg = TrialConfig.from_dict({**config, "seed": PROBE_SEED})
     trial = Trial(cfg)
-    samples = trial.stream.epoch(0, PROBE_STEPS * cfg.batch_size)
+    samples = trial.streams[0].epoch(0, PROBE_STEPS * cfg.batch_size)
     data = []
-    for inputs, targets in batches(samples, cfg.batch_size):
+    for inputs, targets, widths in stacked_batches([samples], cfg.batch_size):
         data.append(inputs.flatten())
-        trial.train_step(inputs, targets)
+        trial.train_step(inputs, targets, widths)
     with torch.no_grad():
-        output = trial.model(trial.val_inputs[:PROBE_SAMPLES])
+        output = trial.net.forward_shared(trial.val_inputs[:PROBE_SAMPLES])
     return {
         "plan": (
             [trial.epoch_size(e) for e in range(cfg.num_validations)],
             cfg.max_inputs // cfg.batch_size,
             tuple(trial.val_inputs.shape),
         ),
-        "model": (repr(trial.model), trial.model_params),
+        "model": (repr(trial.net.module), trial.model_params),
         "data": torch.cat(data),
         "output": output,
     }
