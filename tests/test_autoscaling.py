@@ -595,6 +595,9 @@ def test_a_killed_worker_with_free_resources_is_replaced(cluster, timeline):
                       "the replacement in the node table")
 
 
+# A benchmark (pytest -m benchmark): 40-70 s for the one live check of autoscaler v1, which
+# `ray up` runs only with RAY_UP_enable_autoscaler_v2=0; the suite stays under its time budget.
+@pytest.mark.benchmark
 def test_autoscaler_v1_runs_the_same_sweep_from_zero_and_back(tmp_path):
     """The same on autoscaler v1 (`RAY_UP_enable_autoscaler_v2=0 ray up`, and Ray before 2.50):
     the run command's --wait-for-nodes asks v1 for a node through its own request path."""

@@ -87,7 +87,7 @@ def nodes() -> dict[str, dict[str, str]]:
 
 # --------------------------------------------------------------------------- what installs torch
 def torch_pin() -> str:
-    (pin,) = re.findall(r"torch==([0-9][0-9.]*)", (ROOT / "scripts" / "setup.sh").read_text())
+    (pin,) = re.findall(r'^TORCH="torch==([0-9][0-9.]*)"', (ROOT / "scripts" / "setup.sh").read_text(), re.M)
     return pin
 
 

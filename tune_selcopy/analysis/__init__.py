@@ -3,9 +3,12 @@
 - ``stats``: the statistics, small pure functions over arrays;
 - ``evidence``: the verdict procedure (family-wise error held at alpha);
 - ``results``: grouping the logs into settings, the table's statistics;
-- ``sentences``: the sentences under the tables;
+- ``finding``: the one sentence that opens each experiment (what the seeds support);
+- ``compact``: the default table (n, mean with its interval, IQM, the seeds, verdict);
+- ``sentences``: the sentences of the detailed report;
 - ``reproduction``: reading a reference table and checking a sweep against it;
-- ``render``: Markdown, CSV, JSON and the plot; ``formats``: how values print;
+- ``render``: Markdown, CSV and JSON; ``plots``: the curves and the intervals;
+  ``formats``: how values print;
 - ``report``: the results with their sentences, and the whole report in one format;
 - ``simulate``: simulated sweeps that measure the verdicts' error rates (tests, bench/).
 """
