@@ -572,9 +572,12 @@ def test_interval_plot_of_many_settings_and_experiments(tmp_path):
 
 
 def test_plot_unwritable_is_a_user_error(capsys, published, tmp_path):
-    rc, out, err = run_main(capsys, published, "--plot", tmp_path / "missing_dir" / "x.png")
-    assert rc == 2 and err == f"error: cannot write plot {tmp_path / 'missing_dir' / 'x.png'}: no folder " \
-                              f"{tmp_path / 'missing_dir'}\n"
+    rc, out, err = run_main(capsys, published, "--plot", tmp_path / "new" / "dir" / "x.png")
+    assert rc == 0 and (tmp_path / "new" / "dir" / "x-intervals.png").is_file()  # folders are made
+    (tmp_path / "a_file").write_text("")
+    rc, out, err = run_main(capsys, published, "--plot", tmp_path / "a_file" / "x.png")
+    assert rc == 2 and err.startswith(f"error: cannot write plot {tmp_path / 'a_file' / 'x.png'}: ")
+    assert err.count("\n") == 1
 
 
 # ---------------------------------------------------------------------------

@@ -66,3 +66,26 @@ def test_dry_run_prints_the_estimate(capsys, monkeypatch):
     assert "CPU-hours (1 CPU per trial)" in lines[start]
     assert lines[start + 1].startswith("  wall time ~") and "at 1 trial at once (this machine:" in lines[start + 1]
     assert "measured here just now:" in lines[start + 2]
+
+
+def test_seed_stacks_make_fewer_longer_trials():
+    """10 seeds of 2 settings in stacks of 3: 4 trials per setting (3+3+3+1), each as long as
+    one seed at the stack's per-seed throughput."""
+    settings = [{"max_inputs": 600_000, "num_validations": 6}] * 2
+    throughput = cost.Throughput(inputs_per_s=1_000, validation_s=1.0, how="injected")
+    c = cost.estimate(settings, 10, throughput, "CPU", 1.0, at_once=2, seeds_per_trial=3)
+    assert c.trials == 8 and c.trial_s == pytest.approx(606) and c.wall_s == pytest.approx(4 * 606)
+    lines = cost.describe(c, throughput, "here")
+    assert lines[0].startswith("cost estimate: 8 trials (3 seeds each) of ~10.1 min each")
+    assert "1,000 training inputs/s per seed" in lines[2]
+
+
+def test_a_stack_is_measured_as_a_stack():
+    config = {**TrialConfig(channels=16, val_count=200).flat()}
+    t = cost.measure(config, "cpu", 1, seconds=0.3, seeds_per_trial=2)
+    assert t.inputs_per_s > 0 and t.how.startswith("the first setting as a stack of 2 seeds for")
+
+
+def test_a_dry_run_whose_trial_fits_no_node_says_so_as_the_sweep_would(capsys):
+    assert run.main(["attn_act", "--dry-run", "--local-gpus", "0", "--gpus-per-trial", "0.25"]) == 2
+    assert "error: no node can run a trial asking CPU 1, GPU 0.25" in capsys.readouterr().err

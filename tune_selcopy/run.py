@@ -91,12 +91,15 @@ def cost_lines(space: ResolvedSpace, args: Any, resumed: SweepSettings | None) -
     node = None if address else embedded_node(args.local_cpus, args.local_gpus)
     if resumed is not None:
         cpus, gpus, limit = resumed.cpus_per_trial, resumed.gpus_per_trial, resumed.max_concurrent
+        stack = resumed.seeds_per_trial
     else:
         has_gpu = bool(node and node["GPU"] > 0)
         (cpus, gpus), limit = trial_resources(args.cpus_per_trial, args.gpus_per_trial, has_gpu), args.max_concurrent
+        stack = args.seeds_per_trial or 1
     device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
-    trials = len(space.settings) * space.seeds
+    trials = len(space.settings) * math.ceil(space.seeds / stack)
     if node:
+        require_fit(cpus, gpus, [node])  # what the sweep itself would say, before measuring
         slots = math.floor(node["CPU"] / cpus) if cpus else trials
         if gpus:
             slots = min(slots, math.floor(node["GPU"] / gpus))
@@ -108,9 +111,10 @@ def cost_lines(space: ResolvedSpace, args: Any, resumed: SweepSettings | None) -
         where = "--max-concurrent" if limit else "the cluster's size decides; this machine measured alone"
     # Trials side by side on this machine slow each other down: measure as many at once.
     side_by_side = at_once if node and at_once else 1
-    throughput = cost.measure({**space.settings[0], "seed": 1}, device, max(1, int(cpus)), side_by_side=side_by_side)
+    throughput = cost.measure({**space.settings[0], "seed": 1}, device, max(1, int(cpus)), side_by_side=side_by_side,
+                              seeds_per_trial=min(stack, space.seeds))
     resource, per_trial = ("GPU", gpus) if device == "cuda" else ("CPU", cpus)
-    estimate = cost.estimate(space.settings, space.seeds, throughput, resource, per_trial, at_once)
+    estimate = cost.estimate(space.settings, space.seeds, throughput, resource, per_trial, at_once, stack)
     lines = cost.describe(estimate, throughput, where)
     if resumed is not None:
         lines.append("  (for the whole sweep: --resume runs only what is unfinished)")

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 
 from tune_selcopy import uris
 from tune_selcopy.analysis import evidence
@@ -53,9 +52,7 @@ def _write(fig: Figure, file: str) -> None:
     plt.close(fig)
     try:
         fs, path = uris.resolve(file)
-        folder = posixpath.dirname(path)
-        if isinstance(fs, pafs.LocalFileSystem) and fs.get_file_info(folder).type != pafs.FileType.Directory:
-            raise UserError(f"cannot write plot {file}: no folder {folder}")
+        uris.make_dirs(fs, posixpath.dirname(path))  # `--plot results/x.png` in a fresh checkout
         write_atomically(fs, path, png.getvalue())
     except (OSError, pa.ArrowException) as e:
         raise UserError(f"cannot write plot {file}: {one_line(e)}") from None

@@ -42,7 +42,8 @@ class Throughput:
 class Cost:
     """A sweep's estimated cost: ``trials`` trials of ``trial_s`` seconds each on average,
     ``resource_hours`` of the resource they hold (``resource``: CPU or GPU, ``per_trial``
-    of it each), and ``wall_s`` seconds at ``at_once`` trials at once (None: unknown)."""
+    of it each), and ``wall_s`` seconds at ``at_once`` trials at once (None: unknown); each
+    trial trains ``seeds_per_trial`` seeds as one stack."""
 
     trials: int
     trial_s: float
@@ -51,6 +52,7 @@ class Cost:
     resource_hours: float
     at_once: int | None
     wall_s: float | None
+    seeds_per_trial: int = 1
 
 
 def estimate(
@@ -60,17 +62,20 @@ def estimate(
     resource: str,
     per_trial: float,
     at_once: int | None,
+    seeds_per_trial: int = 1,
 ) -> Cost:
-    """The cost of ``seeds`` trials of each setting (flat trial configs with ``max_inputs``
-    and ``num_validations``): training inputs over the throughput plus the validations;
-    trials of equal length run in ``ceil(trials / at_once)`` rounds."""
-    trials = len(settings) * seeds
-    seconds = seeds * sum(
+    """The cost of ``seeds`` seeds of each setting (flat trial configs with ``max_inputs``
+    and ``num_validations``), ``seeds_per_trial`` of them stacked in one trial: training
+    inputs over the throughput (per seed of such a stack) plus the validations; trials of
+    equal length run in ``ceil(trials / at_once)`` rounds."""
+    per_setting = math.ceil(seeds / seeds_per_trial)
+    trials = len(settings) * per_setting
+    seconds = per_setting * sum(
         s["max_inputs"] / throughput.inputs_per_s + s["num_validations"] * throughput.validation_s for s in settings
     )
     trial_s = seconds / trials
     wall_s = None if at_once is None else math.ceil(trials / at_once) * trial_s
-    return Cost(trials, trial_s, resource, per_trial, seconds * per_trial / 3600, at_once, wall_s)
+    return Cost(trials, trial_s, resource, per_trial, seconds * per_trial / 3600, at_once, wall_s, seeds_per_trial)
 
 
 def describe(cost: Cost, throughput: Throughput, where: str) -> list[str]:
@@ -80,11 +85,13 @@ def describe(cost: Cost, throughput: Throughput, where: str) -> list[str]:
         if cost.wall_s is not None
         else f"wall time: these {cost.resource}-hours over the trials that run at once ({where})"
     )
+    stacked = f" ({cost.seeds_per_trial} seeds each)" if cost.seeds_per_trial > 1 else ""
     return [
-        f"cost estimate: {cost.trials} trials of ~{_duration(cost.trial_s)} each, "
+        f"cost estimate: {cost.trials} trials{stacked} of ~{_duration(cost.trial_s)} each, "
         f"{cost.resource_hours:,.1f} {cost.resource}-hours ({cost.per_trial:g} {cost.resource} per trial)",
         f"  {wall}",
-        f"  measured here just now: {throughput.inputs_per_s:,.0f} training inputs/s per trial, "
+        f"  measured here just now: {throughput.inputs_per_s:,.0f} training inputs/s per "
+        f"{'seed' if cost.seeds_per_trial > 1 else 'trial'}, "
         f"{throughput.validation_s:.1f} s per validation",
         *textwrap.wrap(f"({throughput.how})", 96, initial_indent="  ", subsequent_indent="   "),
         "  an estimate: other settings and models further into training run at other speeds",
@@ -96,23 +103,29 @@ def _duration(seconds: float) -> str:
 
 
 def measure(
-    config: Mapping[str, Any], device: str, threads: int, seconds: float | None = None, side_by_side: int = 1
+    config: Mapping[str, Any],
+    device: str,
+    threads: int,
+    seconds: float | None = None,
+    side_by_side: int = 1,
+    seeds_per_trial: int = 1,
 ) -> Throughput:
     """Train ``config`` (a flat trial config) for about ``seconds`` (``PROBE_SECONDS``) as a
-    trial does and time one validation. With ``side_by_side`` > 1, that many copies train at
+    trial does, a stack of ``seeds_per_trial`` seeds as a sweep would (the throughput is then
+    each seed's), and time one validation. With ``side_by_side`` > 1, that many copies train at
     the same time, as the sweep's trials will (they share cores, caches and memory
     bandwidth), and the throughput is their mean. The copies are threads of this process:
     a step's work runs in torch with the interpreter lock released."""
     seconds = PROBE_SECONDS if seconds is None else seconds
     if side_by_side <= 1:
-        return _probe(config, device, threads, seconds, None)
+        return _probe(config, device, threads, seconds, None, seeds_per_trial)
     barrier = threading.Barrier(side_by_side)
     found: list[Throughput] = []
     errors: list[BaseException] = []
 
     def copy() -> None:
         try:
-            found.append(_probe(config, device, threads, seconds, barrier))
+            found.append(_probe(config, device, threads, seconds, barrier, seeds_per_trial))
         except threading.BrokenBarrierError:
             pass  # another copy failed: its error is the one to report
         except BaseException as exc:  # noqa: BLE001 - raised below, once every copy has stopped
@@ -134,10 +147,12 @@ def measure(
     )
 
 
-def _probe(config: Mapping[str, Any], device: str, threads: int, seconds: float, barrier: Any) -> Throughput:
+def _probe(
+    config: Mapping[str, Any], device: str, threads: int, seconds: float, barrier: Any, seeds_per_trial: int = 1
+) -> Throughput:
     """One copy of the measurement; with ``barrier``, the clock starts when every copy is
     warmed up, so that all of them are timed while the others train."""
-    trial = Trial(TrialConfig.from_dict(config), device=device, threads=threads)
+    trial = Trial(TrialConfig.from_dict(config), device=device, threads=threads, seeds=range(1, seeds_per_trial + 1))
     cfg = trial.config
 
     def now() -> float:
@@ -147,8 +162,8 @@ def _probe(config: Mapping[str, Any], device: str, threads: int, seconds: float,
 
     steps, started, epoch = 0, 0.0, 0
     while True:  # an epoch's worth of batches at a time, until the clock says enough
-        samples = trial.streams[0].epoch(epoch, 64 * cfg.batch_size)
-        for inputs, targets, widths in stacked_batches([samples], cfg.batch_size, device=trial.device):
+        samples = [stream.epoch(epoch, 64 * cfg.batch_size) for stream in trial.streams]
+        for inputs, targets, widths in stacked_batches(samples, cfg.batch_size, device=trial.device):
             trial.train_step(inputs, targets, widths, stats=False)  # as most steps of a trial
             steps += 1
             if steps == WARMUP_STEPS:
@@ -161,6 +176,7 @@ def _probe(config: Mapping[str, Any], device: str, threads: int, seconds: float,
                 trial.validate()
                 validation_s = now() - begin
                 on = "cuda" if trial.device.type == "cuda" else f"cpu with {threads} thread{'s' * (threads > 1)}"
-                how = f"the first setting for {timed:.1f} s, {steps - WARMUP_STEPS} steps, on {on}"
+                stack = f" as a stack of {seeds_per_trial} seeds" if seeds_per_trial > 1 else ""
+                how = f"the first setting{stack} for {timed:.1f} s, {steps - WARMUP_STEPS} steps, on {on}"
                 return Throughput((steps - WARMUP_STEPS) * cfg.batch_size / timed, validation_s, how)
         epoch += 1
