@@ -869,7 +869,7 @@ def test_bad_reference_files_are_one_line_errors(capsys, tmp_path, published, ca
     rc, out, err = run_main(capsys, published, "--reference", ref)
     assert rc == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1
     expected = {
-        "missing": "cannot read",
+        "missing": "no such file, nor a shipped reference (shipped: attn_act)",
         "empty": "no rows",
         "header only": "no rows",
         "no metric": "no column validation_sample_error% for --metric validation_sample_error%",

@@ -58,6 +58,12 @@ def shipped(name: str) -> Path | None:
     return Path(str(ref)) if ref.is_file() else None
 
 
+def shipped_names() -> list[str]:
+    """The names ``--reference`` takes for the references shipped with the search spaces."""
+    folder = resources.files("tune_selcopy.search_spaces") / "reference"
+    return sorted(Path(str(f)).stem for f in folder.iterdir() if str(f).endswith(".csv"))
+
+
 def _aliases(metric: str) -> list[str]:
     """The column names a reference may use for ``metric``: its log name and table name."""
     return [metric] + [c.name for c in TABLE_COLUMNS if c.log_column == metric and c.statistic == "mean"
@@ -104,6 +110,9 @@ def read_reference(file: str, metric: str) -> Reference:
         path, source = shipped(file), f"search_spaces/reference/{file}.csv (shipped)"
     try:
         text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"--reference {file}: no such file, nor a shipped reference (shipped: "
+                        f"{', '.join(shipped_names())})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"--reference {file}: cannot read ({one_line(e)})") from None
     numbered = [(i, ln) for i, ln in enumerate(text.splitlines(), start=1)
