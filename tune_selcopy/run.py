@@ -185,6 +185,7 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
     """The Tuner of a new sweep, or of the one to resume."""
     from ray import tune
 
+    from tune_selcopy.sweeps.progress import SweepProgress
     from tune_selcopy.sweeps.trainable import KeepIntactState, RunInfo, TrialFailures, seed_stacks, train_trial
 
     run = RunInfo(
@@ -203,7 +204,7 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
     )
     fs, storage_path = uris.resolve(settings.storage)
     experiment_path = posixpath.join(storage_path, settings.name)
-    # Ray's newer console output ignores custom reporters; the classic one can be trimmed.
+    # Ray's newer console output ignores custom reporters such as SweepProgress.
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     # Ten checkpoints per trial are few; Ray's warning about frequent snapshots is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -230,16 +231,7 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
     for trial in trials:
         trial["setting"] = space.setting_label(trial)
     trials = seed_stacks(trials, settings.seeds_per_trial)
-    reporter = tune.CLIReporter(
-        parameter_columns={f"trial/{key}": key for key in [*space.columns, "seed"]},
-        metric_columns={
-            "num_inputs": "inputs",
-            "validation_sample_error%": "val sample err%",
-            "validation_loss": "val loss",
-            "throughput": "inputs/s",
-        },
-        max_report_frequency=30,
-    )
+    reporter = SweepProgress(space.columns)
     return tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search(trials)},
