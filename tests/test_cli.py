@@ -5,6 +5,7 @@ the exit codes."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import subprocess
@@ -103,8 +104,13 @@ def test_run_without_a_space_lists_the_spaces(capsys):
     out, err = capsys.readouterr()
     for name in available_spaces():
         space = load_space(name).resolve()
-        line = next(line for line in out.splitlines() if line.startswith(f"  {name} "))
-        assert f"{len(space.settings)} settings x {space.seeds:>2} seeds" in line and space.description in line
+        lines = out.splitlines()
+        first = next(i for i, line in enumerate(lines) if line.startswith(f"  {name} "))
+        rest = itertools.takewhile(lambda line: line.startswith(" " * 40), lines[first + 1:])  # wrapped
+        entry = " ".join([lines[first], *rest])
+        assert f"{len(space.settings)} settings x {space.seeds:>2} seeds" in entry
+        assert " ".join(entry.split()).endswith(space.description)
+    assert max(map(len, out.splitlines())) <= 100
     assert "search_spaces/attn_invent_small.yaml" in out
     assert err == "error: give a SPACE to run: one of the spaces above, or a .yaml space file\n"
 

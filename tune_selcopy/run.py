@@ -18,6 +18,7 @@ import os
 import posixpath
 import shlex
 import sys
+import textwrap
 import time
 from dataclasses import asdict
 from typing import Any
@@ -53,6 +54,7 @@ from tune_selcopy.sweeps.space_sources import available_spaces, load_space, spac
 from tune_selcopy.sweeps.spaces import ResolvedSpace, parse_sets
 
 DEFAULT_STORAGE = "results"
+WIDTH = 100  # what the command prints fits this many columns
 MAX_FAILURES = 3
 INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
 
@@ -69,7 +71,7 @@ def dry_run(space: ResolvedSpace) -> str:
     """What the resolution dropped or ignored, one line per setting with its model
     parameter count, then the totals."""
     configs, seeds = space.settings, space.seeds
-    lines = [f"space {space.name}: {space.description}", *(f"note: {note}" for note in space.notes)]
+    lines = [f"space {space.name}: {space.description}", *map(note_line, space.notes)]
     for config in configs:
         lines.append(f"  {space.setting_label(config):<45} model params {setting_params(config):>9,}  x {seeds} seeds")
     max_inputs = configs[0]["max_inputs"]
@@ -78,6 +80,11 @@ def dry_run(space: ResolvedSpace) -> str:
         f"({len(configs) * seeds * max_inputs:,} in all)"
     )
     return "\n".join(lines)
+
+
+def note_line(note: str) -> str:
+    """``note: ...`` wrapped to the terminal width the reports keep (``WIDTH``)."""
+    return textwrap.fill(f"note: {note}", WIDTH, subsequent_indent="  ", break_on_hyphens=False)
 
 
 def cost_lines(space: ResolvedSpace, args: Any, resumed: SweepSettings | None) -> list[str]:
@@ -413,7 +420,8 @@ def space_list() -> str:
     lines = ["spaces:"]
     for name in available_spaces():
         space = load_space(name).resolve()
-        lines.append(f"  {name:<12} {len(space.settings):>3} settings x {space.seeds:>2} seeds   {space.description}")
+        lines.append(textwrap.fill(f"{name:<12} {len(space.settings):>3} settings x {space.seeds:>2} seeds   "
+                                   f"{space.description}", WIDTH, initial_indent="  ", subsequent_indent=" " * 40))
     lines += ["or a space file, e.g. search_spaces/attn_invent_small.yaml (our format) or",
               "search_spaces/reference/attn_act.yml (the reference tool's); both formats: docs/sweeps.md"]
     return "\n".join(lines)
@@ -557,7 +565,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             print("\n".join(cost_lines(space, args, resumed)))
             return 0
         if not args.resume:
-            print("".join(f"note: {note}\n" for note in space.notes), end="")
+            print("".join(f"{note_line(note)}\n" for note in space.notes), end="")
         address = cluster_address(args.address)
         if args.dashboard:
             check_dashboard(address)

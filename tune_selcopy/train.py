@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,14 @@ from tune_selcopy.sweeps.spaces import parse_sets
 
 
 def _progress_line(config: TrialConfig, row: Mapping[str, Any], stacked: bool) -> str:
-    seed = f"seed {row['seed']}  " if stacked else ""
+    """One validation in under 100 columns: inputs so far, the train and validation metrics
+    (three significant digits, as the analysis prints them), the throughput."""
+    seed = f"seed {row['seed']} " if stacked else ""
     return (
-        f"[{row['validation_index']:>2}/{config.num_validations}] {seed}inputs {row['num_inputs']:>9,}  "
-        f"train loss {row['train_loss']:.4f} sample err {row['train_sample_error%']:6.2f}%  "
-        f"val loss {row['validation_loss']:.5f} mask err {row['validation_mask_error%']:6.3f}% "
-        f"sample err {row['validation_sample_error%']:6.3f}%  {row['throughput']:,.0f} inputs/s"
+        f"[{row['validation_index']:>2}/{config.num_validations}] {seed}{row['num_inputs']:>9,} inputs  "
+        f"train loss {row['train_loss']:.3g} err {row['train_sample_error%']:.3g}%  "
+        f"val loss {row['validation_loss']:.3g} mask {row['validation_mask_error%']:.3g}% "
+        f"sample {row['validation_sample_error%']:.3g}%  {row['throughput']:,.0f}/s"
     )
 
 
@@ -116,8 +119,9 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             trial.load(args.checkpoint_dir)
             print(f"resumed from {args.checkpoint_dir} after validation {trial.validation_index}", flush=True)
         settings = " ".join(f"{key}={value}" for key, value in config.flat().items() if key != "seed")
-        print(f"{settings} seed={args.seed}\nmodel params {trial.model_params:,}  device {trial.device} "
-              f"({trial.environment['device_name']})", flush=True)
+        print(textwrap.fill(f"{settings} seed={args.seed}", 100, break_on_hyphens=False), flush=True)
+        print(f"model params {trial.model_params:,}  device {trial.device} ({trial.environment['device_name']})",
+              flush=True)
         for rows in trial.validations():
             if args.checkpoint_dir:
                 try:
