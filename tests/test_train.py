@@ -229,6 +229,18 @@ def test_trial_config_errors():
     assert config.flat()["attn"] == "0,0,4"
 
 
+def test_configs_a_generator_could_never_fill_are_refused():
+    """The generators draw until they have enough distinct questions: with too few in the
+    space they would never stop (5 letters of 5, one swap: 5! x 20 = 2,400 questions)."""
+    with pytest.raises(UserError, match="only 2,400 distinct training questions .* an epoch of 10,000"):
+        TrialConfig(num_items=5, num_operations=(1, 1), max_inputs=100_000)
+    with pytest.raises(UserError, match="only 2,400 distinct validation questions .* the validation set is 10,000"):
+        TrialConfig(num_items=5, val_num_operations=1, max_inputs=1_000)
+    TrialConfig(num_items=5, max_inputs=100_000)  # 5! x (20 + 400 + 8,000) = 1,010,400: room enough
+    with pytest.raises(UserError, match="max_inputs 10 must be >= batch_size 64"):
+        TrialConfig(max_inputs=10)  # the cosine spans max_inputs // batch_size steps: none
+
+
 # --- command line -------------------------------------------------------------------------
 
 

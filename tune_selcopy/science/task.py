@@ -8,6 +8,7 @@ trained to predict the full text.
 
 from __future__ import annotations
 
+import math
 import random
 import string
 from collections.abc import Iterator, Mapping, Sequence
@@ -253,6 +254,15 @@ class SwapBatch:
         )
 
 
+def swap_questions(input_length: int, num_items: int, num_operations: tuple[int, int]) -> int:
+    """How many distinct swap-program questions there are: the arrangements of
+    ``input_length`` of the first ``num_items`` letters, times the programs of n ordered
+    swaps of distinct positions, (L (L - 1))^n, for n in the inclusive range."""
+    lo, hi = num_operations
+    pairs = input_length * (input_length - 1)
+    return math.perm(num_items, input_length) * sum(pairs**n for n in range(lo, hi + 1))
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """A well-mixed 63-bit seed for one (trial seed, epoch) pair."""
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
@@ -299,6 +309,23 @@ class SwapStream:
                 f"num_items={num_items}, num_operations={num_operations}"
             )
         return lo, hi
+
+    @staticmethod
+    def check_room(input_length: int, num_items: int, num_operations: tuple[int, int], epoch: int,
+                   val_num_operations: int) -> None:
+        """``UserError`` when fewer distinct questions exist than the validation set (10,000)
+        or an epoch and the validation texts it excludes need: the generators draw until
+        they have that many distinct ones, and would never stop."""
+        val = swap_questions(input_length, num_items, (val_num_operations, val_num_operations))
+        train = swap_questions(input_length, num_items, num_operations)
+        where = f"input_length={input_length}, num_items={num_items}"
+        if val < VALIDATION_COUNT:
+            raise UserError(f"only {val:,} distinct validation questions exist with {where}, "
+                            f"val_num_operations={val_num_operations}; the validation set is {VALIDATION_COUNT:,}")
+        if train < epoch + VALIDATION_COUNT:
+            raise UserError(f"only {train:,} distinct training questions exist with {where}, num_operations="
+                            f"{','.join(map(str, num_operations))}; an epoch of {epoch:,} distinct ones that are "
+                            f"not among the {VALIDATION_COUNT:,} validation texts needs more")
 
     def _draw(self, count: int, generator: torch.Generator) -> SwapBatch:
         lo, hi = self.ops_range

@@ -91,6 +91,9 @@ class TrialConfig:
         checks = [
             (self.num_validations >= 1 and self.max_inputs >= self.num_validations,
              f"max_inputs {self.max_inputs} must be >= num_validations {self.num_validations} >= 1"),
+            # The cosine schedule spans max_inputs // batch_size steps.
+            (self.max_inputs >= self.batch_size >= 1,
+             f"max_inputs {self.max_inputs} must be >= batch_size {self.batch_size} (one step at least)"),
             (1 <= self.val_count <= 10_000, f"val_count {self.val_count} must be in 1..10000"),
             (self.batch_size >= 1, f"batch_size {self.batch_size} must be >= 1"),
             (math.isfinite(self.lr) and self.lr > 0, f"lr {self.lr} must be a positive number"),
@@ -109,6 +112,8 @@ class TrialConfig:
         if problems:
             raise UserError("invalid trial config: " + "; ".join(problems))
         SwapStream.check(self.input_length, self.num_items, self.num_operations)
+        epoch = self.max_inputs // self.num_validations + self.max_inputs % self.num_validations  # the last
+        SwapStream.check_room(self.input_length, self.num_items, self.num_operations, epoch, self.val_num_operations)
         self.model_config()  # raises UserError for invalid model settings
 
     def model_config(self) -> ModelConfig:
