@@ -463,3 +463,23 @@ def test_resume_without_a_sweep_is_an_error(tmp_path):
     result = sweep("attn_act", "--resume", "--storage", str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.startswith("error: nothing to resume")
+
+
+def test_a_diverged_trial_ends_in_one_line_without_retries_and_stays_ended(tmp_path):
+    """lr 1e30: the loss turns NaN at the first validation. The trial ends there, its row
+    saying so, is not retried (a retry would restore a checkpoint that diverged again), and
+    the sweep exits 1 with one line per trial; --resume finds nothing to do."""
+    args = ["attn_act", "--trials", "1", "--set", "lr=1e30", "--max-inputs", "640", "--val-count", "20",
+            "--local-cpus", "2", "--storage", str(tmp_path), "--name", "nan"]
+    result = sweep(*args)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert "2 trials, 0 finished, 0 errored, 2 diverged, 0 unfinished" in result.stdout
+    diverged = [line for line in lines if line.startswith("  diverged: ")]
+    assert len(diverged) == 2 and all("the loss turned NaN or infinite at validation 1" in line for line in diverged)
+    assert "retrying" not in result.stdout and "Traceback" not in result.stdout + result.stderr
+    df = read_logs(tmp_path / "nan" / "logs")
+    assert len(df) == 2 and df["diverged"].all()
+    again = sweep("--resume", "--name", "nan", "--storage", str(tmp_path))
+    assert again.returncode == 1 and "2 diverged" in again.stdout
+    assert len(read_logs(tmp_path / "nan" / "logs")) == 2

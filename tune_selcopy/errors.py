@@ -4,7 +4,10 @@ the pieces every CLI shares to do so."""
 from __future__ import annotations
 
 import argparse
+import re
 from typing import NoReturn
+
+ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours its tracebacks
 
 
 class UserError(Exception):
@@ -16,6 +19,13 @@ def one_line(text: object, limit: int = 1000) -> str:
     """``text`` with all whitespace runs collapsed to one space, cut to ``limit`` characters."""
     s = " ".join(str(text).split())
     return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def last_line(text: object, limit: int = 300) -> str:
+    """The last non-empty line of ``text`` (a traceback ends with its exception line),
+    colour codes stripped, cut to ``limit`` characters."""
+    lines = [line.strip() for line in ANSI_CODES.sub("", str(text)).splitlines() if line.strip()]
+    return one_line(lines[-1] if lines else "unknown error", limit)
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -24,7 +24,7 @@ from dataclasses import asdict
 from typing import Any
 
 from tune_selcopy import trial_logs, uris
-from tune_selcopy.errors import ArgumentParser, UserError, help_parser, one_line
+from tune_selcopy.errors import ArgumentParser, UserError, help_parser, last_line, one_line
 from tune_selcopy.science.model import ConvTextModel
 from tune_selcopy.science.trial import DEFAULT_TF32, TF32_MODES, TrialConfig
 from tune_selcopy.sweeps import storage, trackers
@@ -270,9 +270,23 @@ def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> A
 def _finished(result: Any) -> bool:
     """Ray marks interrupted trials TERMINATED too: a trial is finished when its last
     validation was reported. A trial that never started has neither config nor metrics."""
-    if result.error or not result.metrics or not result.config:
+    if result.error or not result.metrics or not result.config or result.metrics.get("diverged"):
         return False
     return result.metrics.get("validation_index") == result.config["trial"]["num_validations"]
+
+
+def diverged_line(result: Any) -> str | None:
+    """One line for a trial with seeds whose loss turned NaN or infinite (a stack's other
+    seeds trained on), or None. Its rows say so (``diverged``); it is not retried."""
+    metrics = result.metrics or {}
+    seeds = metrics.get("diverged_seeds") or []
+    if not seeds:
+        return None
+    where = f"at validation {metrics.get('validation_index')}, {metrics.get('num_inputs', 0):,} inputs"
+    label = (result.config or {}).get("trial", {}).get("setting", "")
+    whole = "the trial stopped" if metrics.get("diverged") else "its other seeds trained on"
+    return (f"  diverged: {result.path.rsplit('/', 1)[-1]} ({label}, seed {', '.join(map(str, seeds))}): the loss "
+            f"turned NaN or infinite {where}; {whole}")
 
 
 def run_sweep(tuner: Any, space: ResolvedSpace, settings: SweepSettings) -> int:
@@ -293,20 +307,23 @@ def run_sweep(tuner: Any, space: ResolvedSpace, settings: SweepSettings) -> int:
         raise storage.StorageError(f"storage {settings.storage} failed: {one_line(cause, 300)}") from None
     wall = time.monotonic() - started
     finished = sum(_finished(result) for result in results)
-    unfinished = len(results) - finished - results.num_errors
+    diverged = sum(bool((result.metrics or {}).get("diverged")) for result in results if not result.error)
+    unfinished = len(results) - finished - diverged - results.num_errors
     print(
         f"\nsweep {settings.name}: {len(results)} trials, {finished} finished, "
-        f"{results.num_errors} errored, {unfinished} unfinished, wall {wall / 60:.1f} min"
+        f"{results.num_errors} errored, {diverged} diverged, {unfinished} unfinished, wall {wall / 60:.1f} min"
     )
     for result in results:
         if result.error:
-            print(f"  errored: {result.path}: {one_line(result.error, 300)}")
+            print(f"  errored: {result.path}: {last_line(result.error)}")
+        elif line := diverged_line(result):
+            print(line)
     print_report(settings, trial_logs.logs_uri(settings.storage, settings.name))
     if unfinished:
         print(f"interrupted: {unfinished} trials unfinished; continue with: {_resume_hint(settings)}",
               file=sys.stderr)
         return INTERRUPTED
-    return 1 if results.num_errors else 0
+    return 1 if results.num_errors or diverged else 0
 
 
 def print_report(settings: SweepSettings, logs_at: str) -> None:

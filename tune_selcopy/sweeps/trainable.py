@@ -18,8 +18,8 @@ import ray
 from ray import tune
 
 from tune_selcopy import trial_logs
-from tune_selcopy.errors import UserError, one_line
-from tune_selcopy.science.trial import DEFAULT_TF32, Trial, TrialConfig, TrainingDiverged
+from tune_selcopy.errors import UserError, last_line, one_line
+from tune_selcopy.science.trial import DEFAULT_TF32, Trial, TrialConfig
 from tune_selcopy.sweeps import storage
 from tune_selcopy.sweeps.devices import GpuUnusable, trial_device
 from tune_selcopy.sweeps.folder import IntactStateKeeper
@@ -105,8 +105,8 @@ def _train(config: dict[str, Any], run: RunInfo, device: str) -> None:
         with tempfile.TemporaryDirectory() as directory:
             trial.save(directory)
             tune.report(stack_report(rows), checkpoint=tune.Checkpoint.from_directory(directory))
-    if not trial.training:  # every seed diverged: the trial failed, as a lone seed's does
-        raise TrainingDiverged("; ".join(filter(None, trial.diverged)))
+    # A trial whose every seed diverged ends here, its rows saying so: raised, it would be
+    # retried from a checkpoint that diverged again. The driver reports it (run.diverged_line).
 
 
 # --- Seed stacks: several seeds of one setting in one Tune trial ---------------------------
@@ -140,13 +140,15 @@ def seed_trial_ids(tune_id: str, seeds: Sequence[int], stacked: bool) -> list[st
 
 def stack_report(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """What a trial reports to Tune at a validation: a lone seed's row, or a stack's
-    first row with the metrics averaged over its seeds that did not diverge."""
+    first row with the metrics averaged over its seeds that did not diverge; with the
+    diverged seeds (``diverged_seeds``) and whether all have (``diverged``)."""
+    diverged = [row["seed"] for row in rows if row["diverged"]]
     if len(rows) == 1:
-        return rows[0]
+        return {**rows[0], "diverged_seeds": diverged}
     kept = [row for row in rows if not row["diverged"]] or rows
     report = {key: value for key, value in rows[0].items() if key != "seed"}
     report.update({key: sum(row[key] for row in kept) / len(kept) for key in trial_logs.METRIC_COLUMNS})
-    return report
+    return {**report, "diverged": len(diverged) == len(rows), "diverged_seeds": diverged}
 
 
 class KeepIntactState(tune.Callback):
@@ -182,10 +184,9 @@ class TrialFailures(tune.Callback):
         # trial's error file before it calls the callbacks.
         try:
             with open(trial.error_file) as f:
-                lines = [line.strip() for line in f if line.strip()]
+                return last_line(f.read(), 1000)
         except (OSError, TypeError):
             return "unknown error (no error file)"
-        return lines[-1] if lines else "unknown error"
 
     ENDS_SWEEP = (storage.StorageError, GpuUnusable)  # what train_trial raises when a retry cannot help
 
