@@ -236,7 +236,9 @@ def test_a_stack_reports_its_seeds_mean():
     report = stack_report(rows)
     assert report["validation_index"] == 2 and "seed" not in report
     assert all(report[m] == 1.5 for m in METRICS)  # seed 3 diverged: left out
-    assert stack_report(rows[:1]) is rows[0]
+    assert report["diverged_seeds"] == [3] and report["diverged"] is False
+    assert stack_report(rows[:1]) == {**rows[0], "diverged_seeds": []}
+    assert stack_report(rows[2:])["diverged_seeds"] == [3]  # a lone seed's row says diverged itself
 
 
 def test_a_stacked_sweep_writes_rows_per_seed_and_survives_a_crash(tmp_path, capsys):
@@ -269,8 +271,8 @@ def test_a_stack_of_ten_dispatches_far_fewer_ops_than_ten_trials():
     """What makes stacks the lever on a GPU, where an eager step costs host time per op,
     not per sample: a step of 10 seeds dispatches well under twice the ops of one seed's
     step (counted at torch's dispatcher, backward and AdamW included). Measured: 0,0,T QK
-    216 ops for one seed, 332 for ten; 0,0,8 QKV 329 and 552. Without the train metrics
-    (steps no validation reads) one seed's step is 191 ops."""
+    208 ops for one seed, 334 for ten; 0,0,8 QKV 321 and 554. Without the train metrics
+    (steps no validation reads) one seed's step is 179 ops, the plain step's count."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from tune_selcopy.science.task import stacked_batches

@@ -412,28 +412,41 @@ class Trial:
         own width: padding a batch wider would change what its loss and convolutions see.
         ``stats``: also keep the step's train metrics (only the steps a validation reads).
         """
-        groups = _width_groups(widths, inputs.shape[2], self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        results = []
-        total = inputs.new_zeros((), dtype=self.loss_weights.dtype)
-        for index, width in groups:
-            x, y = (inputs, targets) if index is None else (inputs[index, :, :width], targets[index, :, :width])
-            logits = self.net.forward(x, index)  # [K', B, W, 256]
-            losses = self.net.map(mean_loss, logits, y)  # [K']
-            weights = self.loss_weights if index is None else self.loss_weights[index]
-            total = total + (losses * weights).sum()
-            results.append((index, x, y, logits.detach(), losses.detach()))
-        total.backward()
+        if self.net.vmapped:
+            done = self._stack_backward(inputs, targets, widths)
+        else:  # one seed: the plain step, without a stack's loss weights and width groups
+            logits = self.net.module(inputs[0])  # [B, W, 256]
+            loss = mean_loss(logits, targets[0])
+            loss.backward()
+            done = [(None, inputs, targets, logits.detach()[None], loss.detach()[None])] if stats else []
         self.optimizer.step()
         self.scheduler.step()
         if stats:  # metrics stay on the device; they are read only at validation points
             slot = self.step % self.window
             with torch.no_grad():
-                for index, x, y, logits, losses in results:
+                for index, x, y, logits, losses in done:
                     step_stats = self.net.map(batch_stats, logits, y, x, losses * y[0].numel())
                     self.recent[slice(None) if index is None else index, slot] = step_stats
         self.step += 1
         self.num_inputs += inputs.shape[1]
+
+    def _stack_backward(
+        self, inputs: torch.Tensor, targets: torch.Tensor, widths: Sequence[int] | None
+    ) -> list[tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The stack's forward and backward, group by group of equal batch width; per group
+        (seed index or None for all, inputs, targets, logits, losses) for the metrics."""
+        done = []
+        total = inputs.new_zeros((), dtype=self.loss_weights.dtype)
+        for index, width in _width_groups(widths, inputs.shape[2], self.device):
+            x, y = (inputs, targets) if index is None else (inputs[index, :, :width], targets[index, :, :width])
+            logits = self.net.forward(x, index)  # [K', B, W, 256]
+            losses = self.net.map(mean_loss, logits, y)  # [K']
+            weights = self.loss_weights if index is None else self.loss_weights[index]
+            total = total + (losses * weights).sum()
+            done.append((index, x, y, logits.detach(), losses.detach()))
+        total.backward()
+        return done
 
     def _train_epoch(self) -> None:
         cfg = self.config
