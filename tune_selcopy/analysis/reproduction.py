@@ -10,8 +10,8 @@ A reference is a CSV file keyed by grid columns (docs/analysis.md, "Reproduction
   count), optionally ``<metric> (min)`` and ``<metric> (max)``.
 
 Lines starting with ``#`` are comments. Key values are written as the table shows them
-(``0,0,T``, ``elu+1``; numbers compare as numbers). The attn_act runs published with the
-spec ship as ``search_spaces/reference/attn_act.csv``; ``--reference attn_act`` names it.
+(``0,0,T``, ``elu+1``; numbers compare as numbers). The published attn_act runs ship as
+``search_spaces/reference/attn_act.csv``; ``--reference attn_act`` names it.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ class TrialConfig:
     batch_size: int = 64
     lr: float = 5e-4
     weight_decay: float = 0.01
-    warmup_steps: int = 0  # a real linear warm-up; the reference's was cosmetic (spec 3)
+    warmup_steps: int = 0  # a real linear warm-up; the reference's only changed the logged rate (docs/science.md)
     max_inputs: int = 1_000_000
     num_validations: int = 10
     seed: int = 1

@@ -60,7 +60,7 @@ TOP_LEVEL: dict[str, tuple[str | None, str | None]] = {
     "learnrate": ("lr", "lr"),
     "optimizer": (None, "opt"),
 }
-# The reference's warm-up changed only the logged rate, never the applied one (spec 3).
+# The reference's warm-up changed only the logged rate, never the applied one (docs/science.md, training).
 COSINE_SCHEDULERS = ("CosineAnnealingWarmupLR", "CosineAnnealingLR")
 TEMPLATE = re.compile(r"\$\{(\w+)\}")
 
