@@ -334,6 +334,15 @@ def test_resume_of_a_foreign_or_corrupt_settings_file_is_one_line(tmp_path, caps
     assert not ray_started()
 
 
+@pytest.mark.parametrize("field, value", [("seeds_per_trial", "2"), ("seeds_per_trial", 0), ("tf32", "maybe"),
+                                          ("logical_gpus", "yes"), ("log_to", "mlflow")])
+def test_resume_of_a_settings_file_with_a_damaged_field_is_one_line(tmp_path, capsys, field, value):
+    data = json.loads(_settings(tmp_path, "s").to_json())
+    _write_sweep(tmp_path, "s", json.dumps({**data, field: value}).encode(), state="{}")
+    assert run.main(["--resume", "--name", "s", "--storage", str(tmp_path), "--dry-run"]) == 2
+    assert "is damaged: " in one_error_line(capsys.readouterr().err)
+
+
 def test_resume_refuses_options_that_contradict_the_saved_sweep(tmp_path, capsys):
     _write_sweep(tmp_path, "s", _settings(tmp_path, "s").to_json(), state="{}")
     assert run.main(["attn_act", "--resume", "--name", "s", "--trials", "3", "--max-inputs", "640",

@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 
 from tune_selcopy import trial_logs, uris
 from tune_selcopy.errors import UserError, one_line
-from tune_selcopy.science.trial import DEFAULT_TF32
+from tune_selcopy.science.trial import DEFAULT_TF32, TF32_MODES
 from tune_selcopy.sweeps import storage
 from tune_selcopy.sweeps.space_sources import load_space
 from tune_selcopy.sweeps.spaces import ResolvedSpace
@@ -96,6 +96,10 @@ class SweepSettings:
             settings.space, str
         ):
             raise UserError(f"{where} is damaged: space {settings.space!r}, resources {numbers}")
+        stack, tf32, logical = settings.seeds_per_trial, settings.tf32, settings.logical_gpus
+        if isinstance(stack, bool) or not isinstance(stack, int) or stack < 1 or tf32 not in TF32_MODES \
+                or not isinstance(logical, bool):
+            raise UserError(f"{where} is damaged: seeds_per_trial {stack!r}, tf32 {tf32!r}, logical_gpus {logical!r}")
         return settings
 
 
