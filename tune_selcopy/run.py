@@ -423,7 +423,7 @@ def build_parser(prog: str = PROG) -> ArgumentParser:
                    "may be logical, as with --logical-gpus")
     p.add_argument("--logical-gpus", action="store_true",
                    help="the cluster's GPUs are declared for testing (ray start --num-gpus 1 on a CPU machine): "
-                   "trials holding a share train on CPU; without it such a trial stops the sweep")
+                   "a trial whose share torch cannot use trains on CPU; without it such a trial stops the sweep")
     p.add_argument("--log-to", action="append", default=[], metavar="TRACKER",
                    help="also log every trial to mlflow, mlflow=URI, wandb or wandb=PROJECT, repeatable (default: "
                    "none besides the Parquet logs and Ray's TensorBoard files; docs/trackers.md)")

@@ -6,8 +6,8 @@ build can use it (a CPU-only wheel, a driver too old for the wheel's CUDA, an ar
 the wheel was not built for all show up here, not after three retries). If it cannot, the
 trial stops with one line saying what it holds, what torch sees and the likely cause,
 instead of training on the CPU while holding the GPU. GPUs declared for testing
-(``--local-gpus``, ``ray start --num-gpus`` on a CPU machine) are allowed explicitly:
-``logical_gpus`` trials train on the CPU.
+(``--local-gpus``, ``ray start --num-gpus`` on a CPU machine) are allowed explicitly: with
+``logical_gpus`` a trial whose share torch cannot use trains on the CPU (one it can use, on the GPU).
 """
 
 from __future__ import annotations

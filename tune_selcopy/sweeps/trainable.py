@@ -39,7 +39,7 @@ class RunInfo:
     logs: str  # where the Parquet rows go: a local path or a URI
     cpus_per_trial: float
     gpus_per_trial: float
-    logical_gpus: bool  # the cluster's GPUs are declared for testing: train on CPU (devices.trial_device)
+    logical_gpus: bool  # GPUs declared for testing: CPU where torch cannot use them (devices.trial_device)
     tf32: str = DEFAULT_TF32  # a science.trial.TF32_MODES mode
 
 
