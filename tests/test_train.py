@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 
 import tune_selcopy.science.trial as trial_module
+from test_data import batches
 from tune_selcopy.errors import UserError
-from tune_selcopy.science.task import SwapStream, batches, validation_texts
+from tune_selcopy.science.task import SwapStream, validation_texts
 from tune_selcopy.science.trial import (
     CHECKPOINT_FILE,
     DEFAULT_TF32,

@@ -235,7 +235,7 @@ class SwapBatch:
         return inputs, text
 
     @staticmethod
-    def parse(texts: list[str] | tuple[str, ...], device: torch.device | str = "cpu") -> "SwapBatch":
+    def parse(texts: list[str] | tuple[str, ...]) -> "SwapBatch":
         """Swap-program texts (``XBFVU:3>4 1>2:...``) back into structured form."""
         letters, ops, n_ops = [], [], []
         max_ops = 0
@@ -248,9 +248,9 @@ class SwapBatch:
             max_ops = max(max_ops, len(pairs))
         padded = [p + [(0, 0)] * (max_ops - len(p)) for p in ops]
         return SwapBatch(
-            torch.tensor(letters, dtype=torch.long, device=device),
-            torch.tensor(padded, dtype=torch.long, device=device).reshape(len(texts), max_ops, 2),
-            torch.tensor(n_ops, dtype=torch.long, device=device),
+            torch.tensor(letters, dtype=torch.long),
+            torch.tensor(padded, dtype=torch.long).reshape(len(texts), max_ops, 2),
+            torch.tensor(n_ops, dtype=torch.long),
         )
 
 
@@ -281,7 +281,7 @@ class SwapStream:
     The draws are made with a CPU generator whatever device trains on them: CUDA's
     generator yields other numbers for the same seed, so a seed would train on other data
     on a GPU, and a checkpoint resumed on another device type would switch streams.
-    ``batches`` moves an epoch to the training device in one copy.
+    ``stacked_batches`` moves an epoch to the training device in one copy.
     """
 
     def __init__(
@@ -361,21 +361,8 @@ class SwapStream:
             batch = SwapBatch.cat([batch, self._draw(missing + 16, generator)])
 
 
-def batches(
-    samples: SwapBatch, batch_size: int, start: int = 0, device: torch.device | str = "cpu"
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(inputs, targets) ``[B, L]`` batches of one epoch on ``device`` from sample ``start``
-    on; the last may be short.
-
-    Each batch is cut to its own longest text, which is exactly the reference collate's
-    right-padding with spaces (``stacked_batches`` with one stream).
-    """
-    for inputs, targets, (width,) in stacked_batches([samples], batch_size, start, device):
-        yield inputs[0, :, :width], targets[0, :, :width]
-
-
 def stacked_batches(
-    epochs: Sequence[SwapBatch], batch_size: int, start: int = 0, device: torch.device | str = "cpu"
+    epochs: Sequence[SwapBatch], batch_size: int, device: torch.device | str = "cpu"
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[int]]]:
     """The batches of K streams' epochs (CPU ``SwapBatch`` es of equal length) side by side.
 
@@ -383,18 +370,19 @@ def stacked_batches(
     width (its longest text); W is the widest of them, and stream k's batch is
     ``inputs[k, :, :widths[k]]``. The K epochs are moved to ``device`` in one copy and
     tokenized there once; the widths are computed on the CPU, so no step waits on the
-    device.
+    device. Each stream's batch is cut to its own longest text, which is exactly the
+    reference collate's right-padding with spaces.
     """
     count = len(epochs[0])
     if any(len(e) != count for e in epochs):
         raise ValueError(f"epochs of unequal length {[len(e) for e in epochs]}")
     length = epochs[0].letters.shape[1]
-    n_ops = torch.stack([e.n_ops for e in epochs])[:, start:]  # [K, N - start], on the CPU
+    n_ops = torch.stack([e.n_ops for e in epochs])  # [K, N], on the CPU
     pad = (-n_ops.shape[1]) % batch_size
     longest = torch.nn.functional.pad(n_ops, (0, pad)).reshape(len(epochs), -1, batch_size).amax(dim=2)
     widths = (2 * length + 1 + 4 * longest).T.tolist()  # [steps][K]
     inputs, targets = SwapBatch.cat(epochs).to(device).tokens(int(longest.max()))
     inputs, targets = inputs.view(len(epochs), count, -1), targets.view(len(epochs), count, -1)
-    for begin, step_widths in zip(range(start, count, batch_size), widths):
+    for begin, step_widths in zip(range(0, count, batch_size), widths):
         end, width = begin + batch_size, max(step_widths)
         yield inputs[:, begin:end, :width], targets[:, begin:end, :width], step_widths
