@@ -50,9 +50,11 @@ BASE_CONFIG = {
 
 def write_trial(root: Path, experiment: str, space: str, varied: list[str], config: dict, seed: int,
                 final: dict, *, num_validations: int = 10, upto: int | None = None,
-                trial_id: str | None = None) -> str:
+                trial_id: str | None = None, diverged: bool = False) -> str:
     """Write validation-001..upto Parquet files of one trial; the last validation has ``final``
-    metrics (earlier ones are larger, a decaying curve). Returns the trial id."""
+    metrics (earlier ones are larger, a decaying curve). ``diverged``: the rows get the
+    ``diverged`` column, true in the last one (other trials' rows go without it, as logs
+    written before the column have none). Returns the trial id."""
     cfg = {**BASE_CONFIG, **config}
     setting = " ".join(f"{k}={cfg[k]}" for k in varied)
     trial_id = trial_id or f"{experiment}_{'_'.join(str(cfg[k]) for k in varied)}_s{seed}".replace(",", "")
@@ -72,6 +74,8 @@ def write_trial(root: Path, experiment: str, space: str, varied: list[str], conf
         row["train_time_s"] = float(final.get("train_time_s", 90.0)) * k / num_validations
         row["throughput"] = float(final.get("throughput", 11_000.0))
         row.update(device="cpu", hostname="test", timestamp=1.7e9 + k)
+        if diverged:
+            row["diverged"] = k == (upto or num_validations)
         pq.write_table(pa.Table.from_pylist([row]), folder / f"validation-{k:03d}.parquet")
     return trial_id
 

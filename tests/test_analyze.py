@@ -443,6 +443,32 @@ def test_no_finished_trials_yet(tmp_path):
             in report(str(tmp_path / "nan")))
 
 
+def test_diverged_trials_are_named_as_such_not_as_unfinished(tmp_path):
+    """A trial whose loss turned NaN ended at that validation (its last row says
+    ``diverged``): it is counted apart from running or errored ones, in the finding, the
+    line under the table and the JSON, also mixed with logs that have no such column."""
+    published_fixture(tmp_path)  # written before the column existed: no diverged column
+    write_trial(tmp_path, "attn_act", "attn_act", ["qkv", "attn", "attnact"], {"attnact": "dpfp"}, 9,
+                {"validation_sample_error%": 100.0}, upto=3, diverged=True)
+    write_trial(tmp_path, "attn_act", "attn_act", ["qkv", "attn", "attnact"], {"attnact": "dpfp"}, 8,
+                {"validation_sample_error%": 50.0}, upto=4)
+    text = " ".join(report(str(tmp_path)).split())  # the compact text wraps at 100 columns
+    assert "5 seeds each, 1 unfinished trial not counted, 1 diverged trial not counted" in text
+    assert ("Unfinished (running or errored), left out of the statistics: 1 of 12 trials (attnact=dpfp: 1). "
+            "Diverged (the loss turned NaN or infinite), left out of the statistics: 1 of 12 trials "
+            "(attnact=dpfp: 1).") in text
+    res = read_results(str(tmp_path))[0]
+    assert res.finished == 10 and res.diverged_ids == ["attn_act_QK_00T_dpfp_s9"]
+    assert [int(res.evidence.loc[s.label, "n"]) for s in res.settings] == [5, 5]
+    doc = json.loads(report(str(tmp_path), fmt="json"))["experiments"][0]
+    assert (doc["diverged_trials"], doc["diverged_by_setting"], doc["unfinished_trials"]) == (1, {"attnact=dpfp": 1}, 1)
+    # every trial diverged: said so, not "yet"
+    only = tmp_path / "only"
+    write_trial(only, "e", "s", ["attnact"], {}, 1, {}, upto=1, diverged=True)
+    assert report(str(only)).startswith(
+        "## e (space s)\n\nattnact: every trial diverged (1 trial: the loss turned NaN or infinite).\n\nDiverged")
+
+
 def test_duplicate_rows_are_kept_once(tmp_path):
     tid = write_trial(tmp_path, "e", "s", ["attnact"], {}, 1, {"validation_sample_error%": 2.0}, num_validations=2)
     folder = tmp_path / "e" / "logs" / tid

@@ -478,6 +478,8 @@ def test_a_diverged_trial_ends_in_one_line_without_retries_and_stays_ended(tmp_p
     diverged = [line for line in lines if line.startswith("  diverged: ")]
     assert len(diverged) == 2 and all("the loss turned NaN or infinite at validation 1" in line for line in diverged)
     assert "retrying" not in result.stdout and "Traceback" not in result.stdout + result.stderr
+    # the table at the end says what happened, not "no finished trials yet"
+    assert "attnact: every trial diverged (2 trials: the loss turned NaN or infinite)." in result.stdout
     df = read_logs(tmp_path / "nan" / "logs")
     assert len(df) == 2 and df["diverged"].all()
     again = sweep("--resume", "--name", "nan", "--storage", str(tmp_path))

@@ -26,7 +26,6 @@ from tune_selcopy.analysis.reproduction import check_all, read_reference
 from tune_selcopy.analysis.results import DEFAULT_METRIC
 from tune_selcopy.errors import UserError, help_parser, one_line
 
-
 PROG = "python -m tune_selcopy.analyze"
 DESCRIPTION = """\
 Read a sweep's Parquet logs and say what its seeds support: per experiment one sentence

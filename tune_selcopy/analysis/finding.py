@@ -37,13 +37,21 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def no_rows_reason(result: ExperimentResult) -> str:
+    """Why an experiment has no row to show, in a few words."""
+    nan = sum(len(v) for v in result.nan_only.values())
+    if nan:
+        return f"every finished seed's {result.metric} is NaN ({plural(nan, 'seed')})"
+    if result.diverged_count and not result.unfinished_count:
+        return f"every trial diverged ({plural(result.diverged_count, 'trial')}: the loss turned NaN or infinite)"
+    return "no finished trials yet"
+
+
 def finding(result: ExperimentResult, check: ReferenceCheck | None = None) -> str:
     """The opening sentence of one experiment; ``check`` adds the reproduction clause."""
     keys = differing_keys(result)
     if not result.settings:
-        nan = sum(len(v) for v in result.nan_only.values())
-        why = f"every finished seed's {result.metric} is NaN ({plural(nan, 'seed')})" if nan else "no finished trials yet"
-        return f"{', '.join(result.varied_keys) or result.experiment}: {why}."
+        return f"{', '.join(result.varied_keys) or result.experiment}: {no_rows_reason(result)}."
     if len(result.settings) == 1:
         text = _one_setting(result)
     elif len(result.settings) == 2:
@@ -75,6 +83,8 @@ def _seeds(result: ExperimentResult, order: list[Setting] | None = None) -> str:
         text += f", {plural(nan, 'seed')} with a NaN {result.metric} left out"
     if result.unfinished_count:
         text += f", {plural(result.unfinished_count, 'unfinished trial')} not counted"
+    if result.diverged_count:
+        text += f", {plural(result.diverged_count, 'diverged trial')} not counted"
     return text
 
 

@@ -90,7 +90,7 @@ def curves_figure(results: list[ExperimentResult]) -> Figure:
         if res.settings:
             ax.legend(fontsize="small", title=_shared_keys(res), title_fontsize="small")
         else:
-            ax.text(0.5, 0.5, "no finished trials yet", ha="center", va="center", transform=ax.transAxes)
+            ax.text(0.5, 0.5, "no finished trials", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     return fig
 
@@ -122,7 +122,7 @@ def intervals_figure(results: list[ExperimentResult]) -> Figure:
         else:
             for ax in row:
                 ax.set_axis_off()
-            row[1].text(0.5, 0.5, "no finished trials yet", ha="center", va="center", transform=row[1].transAxes)
+            row[1].text(0.5, 0.5, "no finished trials", ha="center", va="center", transform=row[1].transAxes)
     return fig
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from tune_selcopy.analysis import evidence
-from tune_selcopy.analysis.finding import finding
+from tune_selcopy.analysis.finding import finding, no_rows_reason
 from tune_selcopy.analysis.formats import IntRange, fmt_float, fmt_p, plural
 from tune_selcopy.analysis.reproduction import SIDE_COLUMNS, ReferenceCheck
 from tune_selcopy.analysis.results import TABLE_COLUMNS, ExperimentResult
@@ -155,13 +155,18 @@ def evidence_caption(result: ExperimentResult) -> str:
 
 
 def unfinished_line(result: ExperimentResult) -> str:
-    """The line under the table counting trials left out of the statistics."""
-    n = result.unfinished_count
-    total = result.finished + n
-    if n == 0:
+    """The line under the table counting trials left out of the statistics: unfinished
+    ones (running or errored) and diverged ones (their loss turned NaN or infinite)."""
+    total = result.finished + result.unfinished_count + result.diverged_count
+    if not result.unfinished_count and not result.diverged_count:
         return f"All {plural(total, 'trial')} finished."
-    parts = ", ".join(f"{name}: {c}" for name, c in result.unfinished.items())
-    return f"Unfinished (running or errored), left out of the statistics: {n} of {total} trials ({parts})."
+    lines = []
+    for why, by_setting in (("Unfinished (running or errored)", result.unfinished),
+                            ("Diverged (the loss turned NaN or infinite)", result.diverged)):
+        if by_setting:
+            parts = ", ".join(f"{name}: {c}" for name, c in by_setting.items())
+            lines.append(f"{why}, left out of the statistics: {sum(by_setting.values())} of {total} trials ({parts}).")
+    return " ".join(lines)
 
 
 def reference_heading(check: ReferenceCheck) -> str:
@@ -222,7 +227,8 @@ def render_markdown(results: list[ExperimentResult], plots: list[str] | None = N
         if res.settings:
             parts += [pipe(table_rows(res)), evidence_caption(res), pipe(evidence_rows(res))]
         else:
-            parts.append("No finished trials yet.")
+            reason = no_rows_reason(res)
+            parts.append(f"{reason[0].upper()}{reason[1:]}.")
         if res.sentences:
             parts.append("\n".join(res.sentences))
         parts.append(unfinished_line(res))
@@ -295,6 +301,9 @@ def render_json(results: list[ExperimentResult], plots: list[str] | None = None,
             "unfinished_trials": res.unfinished_count,
             "unfinished_by_setting": res.unfinished,
             "unfinished_trial_ids": res.unfinished_ids,
+            "diverged_trials": res.diverged_count,
+            "diverged_by_setting": res.diverged,
+            "diverged_trial_ids": res.diverged_ids,
             "unfinished_line": unfinished_line(res),
             "nan_seeds": {s.name: s.nan_seeds for s in res.settings if s.nan_seeds} | res.nan_only,
         }

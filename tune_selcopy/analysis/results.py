@@ -107,10 +107,16 @@ class ExperimentResult:
     unfinished_ids: list[str]
     nan_only: dict[str, list[int]] = field(default_factory=dict)  # settings without a row: name -> NaN seeds
     sentences: list[str] = field(default_factory=list)
+    diverged: dict[str, int] = field(default_factory=dict)  # setting name -> trials whose loss turned NaN
+    diverged_ids: list[str] = field(default_factory=list)
 
     @property
     def unfinished_count(self) -> int:
         return sum(self.unfinished.values())
+
+    @property
+    def diverged_count(self) -> int:
+        return sum(self.diverged.values())
 
     @property
     def lower_is_better(self) -> bool:
@@ -199,8 +205,14 @@ def _analyze_group(df: pd.DataFrame, metric: str, sort: str | None, alpha: float
     refuse_repeated_seeds(df, experiment)
     df = df.sort_values(["trial_id", "validation_index"], kind="stable")
     by_trial = df.groupby("trial_id")
-    done = by_trial["validation_index"].transform("max") >= by_trial["num_validations"].transform("max")
-    finished_rows, unfinished_rows = df[done], df[~done]
+    reached_end = by_trial["validation_index"].transform("max") >= by_trial["num_validations"].transform("max")
+    # A trial whose loss turned NaN ended there (its last row says so; logs from before that
+    # column have none): it is neither finished nor still to come.
+    ended_diverged = (df["diverged"].eq(True) if "diverged" in df.columns else pd.Series(False, index=df.index))
+    ended_diverged = ended_diverged.groupby(df["trial_id"]).transform("any")
+    done = reached_end & ~ended_diverged
+    finished_rows, unfinished_rows = df[done], df[~done & ~ended_diverged]
+    diverged_rows = df[ended_diverged]
     # every setting, finished or not, to name the unfinished ones the same way
     every: dict[str, Setting] = {}
     for label, g in df.groupby("setting", sort=True):
@@ -232,8 +244,9 @@ def _analyze_group(df: pd.DataFrame, metric: str, sort: str | None, alpha: float
         lower_is_better=metric not in HIGHER_IS_BETTER,
         alpha=alpha,
     )
-    unfinished = {every[str(label)].name: int(g["trial_id"].nunique())
-                  for label, g in unfinished_rows.groupby("setting", sort=True)}
+    unfinished, diverged = ({every[str(label)].name: int(g["trial_id"].nunique())
+                             for label, g in rows.groupby("setting", sort=True)}
+                            for rows in (unfinished_rows, diverged_rows))
     result = ExperimentResult(
         experiment=experiment,
         space=space,
@@ -246,6 +259,8 @@ def _analyze_group(df: pd.DataFrame, metric: str, sort: str | None, alpha: float
         unfinished=unfinished,
         unfinished_ids=sorted(str(t) for t in unfinished_rows["trial_id"].unique()),
         nan_only={s.name: s.nan_seeds for s in every.values() if not len(s.final) and s.nan_seeds},
+        diverged=diverged,
+        diverged_ids=sorted(str(t) for t in diverged_rows["trial_id"].unique()),
     )
     return result
 
