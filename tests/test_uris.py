@@ -55,6 +55,10 @@ def test_every_path_of_a_sweep_keeps_the_options():
         ("s3://AKIAX:hunter2@b/x", "s3://***@b/x: a URI must not carry a secret (it is saved with the sweep and "
                                    "printed); give credentials through the environment, e.g. AWS_ACCESS_KEY_ID and "
                                    "AWS_SECRET_ACCESS_KEY"),
+        # the host starts after the last "@": nothing of a secret holding one is printed
+        ("s3://AKIAX:se@cret@b/x?region=r", "s3://***@b/x?region=r: a URI must not carry a secret (it is saved "
+                                            "with the sweep and printed); give credentials through the environment, "
+                                            "e.g. AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
     ],
 )
 def test_uris_pyarrow_refuses_or_with_secrets_are_one_line(uri, message):

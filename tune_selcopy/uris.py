@@ -36,7 +36,7 @@ def resolve(uri_or_path: str) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), posixpath.abspath(posixpath.expanduser(uri_or_path))
     try:
         password = urllib.parse.urlsplit(uri_or_path).password
-    except ValueError:  # e.g. a port that is not a number; pyarrow says what is wrong below
+    except ValueError:  # e.g. a malformed IPv6 host; pyarrow says what is wrong below
         password = None
     if password:
         raise UserError(
@@ -50,8 +50,10 @@ def resolve(uri_or_path: str) -> tuple[pafs.FileSystem, str]:
 
 
 def _without_secret(uri: str) -> str:
-    scheme, rest = uri.split("://", 1)
-    return f"{scheme}://***@{rest.split('@', 1)[1]}" if "@" in rest else uri
+    """``uri`` with its user info (key and secret) replaced by ``***``; the host starts
+    after the netloc's last ``@``, as ``urlsplit`` reads it (a secret may hold an ``@``)."""
+    parts = urllib.parse.urlsplit(uri)
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
 
 
 def join(base: str, *parts: str) -> str:
@@ -59,7 +61,6 @@ def join(base: str, *parts: str) -> str:
     the URI's query: ``join("s3://b/x?region=r", "y")`` is ``s3://b/x/y?region=r``."""
     path, query = _split(base)
     return posixpath.join(path, *parts) + query
-
 
 
 def split_name(uri_or_path: str) -> tuple[str, str]:
