@@ -220,8 +220,8 @@ def worker(spec: dict[str, Any]) -> None:
     if device.startswith("cuda"):
         cap_cuda_memory(1.0 / processes)
     epochs = 10_000
-    cfg = TrialConfig(**{**spec["setting"], "attn": tuple(spec["setting"]["attn"])},
-                      max_inputs=spec["epoch_inputs"] * epochs, num_validations=epochs, val_count=spec["val_count"])
+    cfg = TrialConfig.from_dict({**spec["setting"], "max_inputs": spec["epoch_inputs"] * epochs,
+                                 "num_validations": epochs, "val_count": spec["val_count"]})
     trial = Trial(cfg, device, threads=spec["threads"], seeds=range(1, seeds + 1), tf32=spec["tf32"])
     validations = trial.validations()
     next(validations)  # the first epoch loads kernels and fills caches: not measured

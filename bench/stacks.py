@@ -28,7 +28,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured per K and round")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of the measuring process")
     args = parser.parse_args(argv)
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)
     plan = replace(Plan(), seconds=args.seconds, epoch_inputs=1_280, val_count=100)
     print(f"start: load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; {args.rounds} rounds of "
           f"{args.seconds:g} s per K, {args.threads} thread(s)", flush=True)

@@ -181,17 +181,17 @@ class ConvTextModel(nn.Module):
 class ModelStack:
     """K ``ConvTextModel`` s of one config trained side by side: ``[K, ...]`` in and out.
 
-    With K = 1 it calls the model itself, the plain eager path. With K > 1 the parameters
-    are stacked ``[K, ...]`` (``torch.func.stack_module_state``) and the model's own
-    forward is vmapped over them: each seed computes exactly its model's function (with
+    With K = 1 ``forward_shared``, ``map`` and the state calls use the model itself, the
+    plain eager path (a lone seed's training step calls it directly). With K > 1 the
+    parameters are stacked ``[K, ...]`` (``torch.func.stack_module_state``) and the model's
+    own forward is vmapped over them: each seed computes exactly its model's function (with
     its own parameter count), but every op runs once for all K, as one batched kernel
     (convolutions become grouped ones, matmuls batched). Seeds share no values, so one
     AdamW over the stacked parameters is K separate AdamWs (it is elementwise).
     """
 
     def __init__(self, models: list[ConvTextModel]):
-        self.size = len(models)
-        self.vmapped = self.size > 1
+        self.vmapped = len(models) > 1
         if self.vmapped:
             self.params, _ = stack_module_state(models)  # {name: [K, ...]} leaves; no buffers
             with torch.device("meta"):  # structure only; built, not moved, to keep the tie
@@ -219,9 +219,8 @@ class ModelStack:
 
     def forward(self, tokens: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[K', B, L, vocab]`` for tokens ``[K', B, L]``: seed ``index[i]`` (all
-        K seeds in order when ``index`` is None) reads ``tokens[i]``."""
-        if not self.vmapped:
-            return self.module(tokens[0])[None]
+        K seeds in order when ``index`` is None) reads ``tokens[i]``. Stacks only: one seed
+        trains through ``module`` itself (``Trial.train_step``)."""
         params = self.params if index is None else {name: p[index] for name, p in self.params.items()}
         # The CPU flash-attention kernel has no vmap rule (torch would loop over the seeds);
         # the math backend is plain batched matmuls and softmax.

@@ -268,6 +268,13 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
+@lru_cache(maxsize=4)
+def question_keys(texts: tuple[str, ...]) -> torch.Tensor:
+    """The distinct question keys of ``texts``, sorted (read-only): parsed once per text
+    set, as every seed of a stack excludes the same validation set (~0.13 s each)."""
+    return torch.unique(SwapBatch.parse(texts).keys())
+
+
 class SwapStream:
     """Seeded training samples for swap-only programs, generated as tensors on the CPU.
 
@@ -296,7 +303,7 @@ class SwapStream:
         lo, hi = self.check(input_length, num_items, num_operations)
         self.seed = seed
         self.input_length, self.num_items, self.ops_range = input_length, num_items, (lo, hi)
-        self.excluded = torch.unique(SwapBatch.parse(exclude).keys()) if exclude else None
+        self.excluded = question_keys(exclude) if exclude else None
 
     @staticmethod
     def check(input_length: int, num_items: int, num_operations: IntOrRange) -> tuple[int, int]:

@@ -112,9 +112,15 @@ class TrialConfig:
         if problems:
             raise UserError("invalid trial config: " + "; ".join(problems))
         SwapStream.check(self.input_length, self.num_items, self.num_operations)
-        epoch = self.max_inputs // self.num_validations + self.max_inputs % self.num_validations  # the last
-        SwapStream.check_room(self.input_length, self.num_items, self.num_operations, epoch, self.val_num_operations)
+        SwapStream.check_room(self.input_length, self.num_items, self.num_operations,
+                              self.epoch_size(self.num_validations - 1), self.val_num_operations)
         self.model_config()  # raises UserError for invalid model settings
+
+    def epoch_size(self, epoch: int) -> int:
+        """Inputs in epoch ``epoch``: equal parts of max_inputs, the remainder in the last."""
+        base = self.max_inputs // self.num_validations
+        last = epoch == self.num_validations - 1
+        return base + (self.max_inputs % self.num_validations if last else 0)
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(
@@ -396,11 +402,6 @@ class Trial:
     def finished(self) -> bool:
         return self.validation_index >= self.config.num_validations or not self.training
 
-    def epoch_size(self, epoch: int) -> int:
-        """Inputs in epoch ``epoch``: equal parts of max_inputs, the remainder in the last."""
-        base = self.config.max_inputs // self.config.num_validations
-        last = epoch == self.config.num_validations - 1
-        return base + (self.config.max_inputs % self.config.num_validations if last else 0)
 
     def train_step(
         self, inputs: torch.Tensor, targets: torch.Tensor, widths: Sequence[int] | None = None, stats: bool = True
@@ -437,13 +438,14 @@ class Trial:
         """The stack's forward and backward, group by group of equal batch width; per group
         (seed index or None for all, inputs, targets, logits, losses) for the metrics."""
         done = []
-        total = inputs.new_zeros((), dtype=self.loss_weights.dtype)
+        total = None
         for index, width in _width_groups(widths, inputs.shape[2], self.device):
             x, y = (inputs, targets) if index is None else (inputs[index, :, :width], targets[index, :, :width])
             logits = self.net.forward(x, index)  # [K', B, W, 256]
             losses = self.net.map(mean_loss, logits, y)  # [K']
             weights = self.loss_weights if index is None else self.loss_weights[index]
-            total = total + (losses * weights).sum()
+            term = (losses * weights).sum()
+            total = term if total is None else total + term
             done.append((index, x, y, logits.detach(), losses.detach()))
         total.backward()
         return done
@@ -454,7 +456,7 @@ class Trial:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()  # drawing the epoch's data is part of the training time
-        size = self.epoch_size(self.validation_index)
+        size = self.config.epoch_size(self.validation_index)
         # A stopped seed's batches are never learned from: it reuses a training seed's
         # epoch instead of drawing its own, so it also never splits a step by width.
         live = self.training[0]

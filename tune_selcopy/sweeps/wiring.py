@@ -43,7 +43,7 @@ def fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
         output = trial.net.forward_shared(trial.val_inputs[:PROBE_SAMPLES])
     return {
         "plan": (
-            [trial.epoch_size(e) for e in range(cfg.num_validations)],
+            [cfg.epoch_size(e) for e in range(cfg.num_validations)],
             cfg.max_inputs // cfg.batch_size,
             tuple(trial.val_inputs.shape),
         ),
