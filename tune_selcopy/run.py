@@ -20,7 +20,7 @@ import shlex
 import sys
 import textwrap
 import time
-from dataclasses import asdict
+from dataclasses import replace
 from typing import Any
 
 from tune_selcopy import trial_logs, uris
@@ -87,15 +87,16 @@ def note_line(note: str) -> str:
     return textwrap.fill(f"note: {note}", WIDTH, subsequent_indent="  ", break_on_hyphens=False)
 
 
-def cost_lines(space: ResolvedSpace, args: Any, resumed: SweepSettings | None) -> list[str]:
+def cost_lines(
+    space: ResolvedSpace, args: Any, resumed: SweepSettings | None, node: dict[str, float] | None
+) -> list[str]:
     """The dry run's estimate of what the sweep costs with the resources it would ask for,
-    from a few seconds of training its first setting here (``sweeps.cost``)."""
+    from a few seconds of training its first setting here (``sweeps.cost``); ``node`` is
+    the embedded Ray's resources (None when joining a cluster)."""
     import torch
 
     from tune_selcopy.sweeps import cost
 
-    address = cluster_address(args.address)
-    node = None if address else embedded_node(args.local_cpus, args.local_gpus)
     if resumed is not None:
         cpus, gpus, limit = resumed.cpus_per_trial, resumed.gpus_per_trial, resumed.max_concurrent
         stack = resumed.seeds_per_trial
@@ -117,7 +118,7 @@ def cost_lines(space: ResolvedSpace, args: Any, resumed: SweepSettings | None) -
         at_once = min(limit, trials) if limit else None
         where = "--max-concurrent" if limit else "the cluster's size decides; this machine measured alone"
     # Trials side by side on this machine slow each other down: measure as many at once.
-    side_by_side = at_once if node and at_once else 1
+    side_by_side = at_once if node else 1
     throughput = cost.measure({**space.settings[0], "seed": 1}, device, max(1, int(cpus)), side_by_side=side_by_side,
                               seeds_per_trial=min(stack, space.seeds))
     resource, per_trial = ("GPU", gpus) if device == "cuda" else ("CPU", cpus)
@@ -173,19 +174,10 @@ def sweep_bytes(configs: list[dict[str, Any]], seeds: int) -> int:
 # --- The sweep --------------------------------------------------------------------------
 
 
-def write_plot(settings: SweepSettings, logs_at: str) -> str:
-    """Plot the error curves and the intervals into the experiment folder (local or remote);
-    return where."""
-    from tune_selcopy.analysis.plots import save_plots
-    from tune_selcopy.analysis.report import read_results
-
-    return " and ".join(save_plots(read_results(logs_at), uris.join(experiment_uri(settings), "curves.png")))
-
-
 def _resume_hint(settings: SweepSettings) -> str:
     """The command that continues this sweep (its saved settings say the rest), ready to
     paste: a URI's query (``?a=1&b=2``) is quoted for the shell."""
-    return f"python -m tune_selcopy.run --resume --name {settings.name} --storage {shlex.quote(settings.storage)}"
+    return f"{PROG} --resume --name {settings.name} --storage {shlex.quote(settings.storage)}"
 
 
 def make_tuner(space: ResolvedSpace, settings: SweepSettings, resume: bool) -> Any:
@@ -328,12 +320,15 @@ def run_sweep(tuner: Any, space: ResolvedSpace, settings: SweepSettings) -> int:
 
 def print_report(settings: SweepSettings, logs_at: str) -> None:
     """The grouped table, the plot and where the logs are; a line instead when there is
-    nothing to show yet (an early Ctrl-C) or the plot cannot be written."""
-    from tune_selcopy.analysis.report import report
+    nothing to show yet (an early Ctrl-C) or the plot cannot be written. The curves and
+    the intervals go into the experiment folder (local or remote)."""
+    from tune_selcopy.analysis.plots import save_plots
+    from tune_selcopy.analysis.report import read_results, render
 
     try:
-        print(report(logs_at))
-        print(f"plot: {write_plot(settings, logs_at)}")
+        results = read_results(logs_at)  # once: on an object store every read is many requests
+        print(render(results, None, "markdown"))
+        print(f"plot: {' and '.join(save_plots(results, uris.join(experiment_uri(settings), 'curves.png')))}")
     except (UserError, OSError) as exc:
         print(f"(no table: {one_line(exc, 300)})")
     print(f"logs: {logs_at}  (pandas.read_parquet reads the folder)")
@@ -489,7 +484,7 @@ def prepare(
         if node:
             require_fit(resumed.cpus_per_trial, resumed.gpus_per_trial, [node])
         if logical_gpus(args, node) and not resumed.logical_gpus:  # kept for later resumes too
-            resumed = SweepSettings(**{**asdict(resumed), "logical_gpus": True})
+            resumed = replace(resumed, logical_gpus=True)
             save_settings(resumed)
         if note := check_experiment_state(resumed):
             print(note, flush=True)
@@ -577,18 +572,18 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             storage.check_writable(storage_uri)  # before listing it: an unreachable store hangs
             resumed = resumed_sweep(args, storage_uri)
         space = resumed.resolve_space() if resumed else new_space(args)
+        address = cluster_address(args.address)
+        node = None if address else embedded_node(args.local_cpus, args.local_gpus)
         if args.dry_run:
             print(dry_run(space))
-            print("\n".join(cost_lines(space, args, resumed)))
+            print("\n".join(cost_lines(space, args, resumed, node)))
             return 0
         if not args.resume:
             print("".join(f"{note_line(note)}\n" for note in space.notes), end="")
-        address = cluster_address(args.address)
         if args.dashboard:
             check_dashboard(address)
         for line in trackers.check(resumed.log_to if resumed else log_to):
             print(line, flush=True)
-        node = None if address else embedded_node(args.local_cpus, args.local_gpus)
         settings, claimed = prepare(args, space, storage_uri, address, node, resumed)
         print(connect(address, node, args.dashboard), flush=True)
         if claimed and address:
@@ -603,7 +598,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
                     "--gpus-per-trial (0.25 for four trials per GPU, 0 for CPU-only trials)"
                 )
             cpus, gpus = trial_resources(args.cpus_per_trial, args.gpus_per_trial, has_gpu)
-            settings = SweepSettings(**{**asdict(settings), "cpus_per_trial": cpus, "gpus_per_trial": gpus})
+            settings = replace(settings, cpus_per_trial=cpus, gpus_per_trial=gpus)
             save_settings(settings)
         check_feasible(settings.cpus_per_trial, settings.gpus_per_trial, args.wait_for_nodes)
         logical = " (declared for testing: trains on CPU where torch has no GPU)" if settings.logical_gpus else ""
