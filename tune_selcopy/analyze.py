@@ -19,10 +19,8 @@ import argparse
 import sys
 
 from tune_selcopy.analysis.evidence import ALPHA
-from tune_selcopy.analysis.plots import save_plots
 from tune_selcopy.analysis.render import plots_line
-from tune_selcopy.analysis.report import FORMATS, notes, read_results, render
-from tune_selcopy.analysis.reproduction import check_all, read_reference
+from tune_selcopy.analysis.report import FORMATS, gather, notes, render
 from tune_selcopy.analysis.results import DEFAULT_METRIC
 from tune_selcopy.errors import UserError, help_parser, one_line
 
@@ -80,10 +78,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
             from tune_selcopy.sweeps.space_sources import space_name_of
 
             space = space_name_of(space)
-        ref = read_reference(args.reference, args.metric) if args.reference else None
-        results = read_results(args.path, space=space, sort=args.sort, metric=args.metric, alpha=args.alpha)
-        checks = check_all(results, ref) if ref else None
-        plots = save_plots(results, args.plot) if args.plot else None
+        results, checks, plots = gather(args.path, space=space, sort=args.sort, metric=args.metric, plot=args.plot,
+                                        alpha=args.alpha, reference=args.reference)
     except UserError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2

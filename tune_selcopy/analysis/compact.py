@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 
 from tune_selcopy.analysis import evidence
-from tune_selcopy.analysis.finding import differing_keys, finding
+from tune_selcopy.analysis.finding import finding
 from tune_selcopy.analysis.formats import fmt_sig, plural, unit
 from tune_selcopy.analysis.render import Table, pipe, plots_line, unfinished_line
 from tune_selcopy.analysis.reproduction import ReferenceCheck
-from tune_selcopy.analysis.results import ExperimentResult
+from tune_selcopy.analysis.results import ExperimentResult, differing_keys
 from tune_selcopy.analysis.sentences import identical_settings_warnings, left_out_sentences
 
 #: The widest line of a compact table (and the width prose is wrapped at).
@@ -34,7 +34,7 @@ def wrap(text: str) -> str:
 def table_keys(result: ExperimentResult) -> list[str]:
     """The key columns of the compact table: the keys whose values differ (all varied keys
     when there is one setting)."""
-    return differing_keys(result) or list(result.varied_keys)
+    return differing_keys(result.settings, result.varied_keys) or list(result.varied_keys)
 
 
 def settings_table(result: ExperimentResult) -> list[Table]:

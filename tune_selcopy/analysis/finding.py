@@ -9,16 +9,11 @@ import pandas as pd
 from tune_selcopy.analysis import evidence, stats
 from tune_selcopy.analysis.formats import fmt_sig, join_names, plural, unit
 from tune_selcopy.analysis.reproduction import ONLY_OURS, ONLY_REFERENCE, ReferenceCheck
-from tune_selcopy.analysis.results import ExperimentResult, Setting
+from tune_selcopy.analysis.results import ExperimentResult, Setting, differing_keys
 from tune_selcopy.analysis.sentences import identical_groups
 
 #: A verdict group of more settings than this is counted, not named.
 NAMED = 3
-
-
-def differing_keys(result: ExperimentResult) -> list[str]:
-    """The varied keys whose values differ between the settings with seeds, in table order."""
-    return [k for k in result.varied_keys if len({s.keys.get(k) for s in result.settings}) > 1]
 
 
 def short_name(setting: Setting, keys: list[str]) -> str:
@@ -49,7 +44,7 @@ def no_rows_reason(result: ExperimentResult) -> str:
 
 def finding(result: ExperimentResult, check: ReferenceCheck | None = None) -> str:
     """The opening sentence of one experiment; ``check`` adds the reproduction clause."""
-    keys = differing_keys(result)
+    keys = differing_keys(result.settings, result.varied_keys)
     if not result.settings:
         return f"{', '.join(result.varied_keys) or result.experiment}: {no_rows_reason(result)}."
     if len(result.settings) == 1:
@@ -98,7 +93,7 @@ def _one_setting(result: ExperimentResult) -> str:
 
 def _two_settings(result: ExperimentResult, keys: list[str]) -> str:
     ev, alpha = result.evidence, result.alpha
-    best = next(s for s in result.settings if ev.loc[s.label, "verdict"] == evidence.BEST)
+    best = result.best
     (other,) = [s for s in result.settings if s is not best]
     r = ev.loc[other.label]
     b, o = short_name(best, keys), short_name(other, keys)
@@ -128,7 +123,7 @@ def _detectable(result: ExperimentResult, r: pd.Series) -> str:
 
 def _many_settings(result: ExperimentResult, keys: list[str]) -> str:
     ev, alpha = result.evidence, result.alpha
-    best = next(s for s in result.settings if ev.loc[s.label, "verdict"] == evidence.BEST)
+    best = result.best
     others = [s for s in result.settings if s is not best]
     subject, b = " x ".join(keys), short_name(best, keys)
 
@@ -165,7 +160,7 @@ def _many_settings(result: ExperimentResult, keys: list[str]) -> str:
 
 def _reference_clause(result: ExperimentResult, check: ReferenceCheck) -> str:
     """``; both consistent with the reference``, or which settings differ from it."""
-    keys = differing_keys(result)
+    keys = differing_keys(result.settings, result.varied_keys)
     by_label = {s.label: s for s in result.settings}
     rows = check.rows
     compared = rows[~rows["verdict"].isin([ONLY_OURS, ONLY_REFERENCE])]

@@ -13,9 +13,8 @@ import numpy as np
 import pyarrow as pa
 
 from tune_selcopy import uris
-from tune_selcopy.analysis import evidence
 from tune_selcopy.analysis.formats import plural, unit
-from tune_selcopy.analysis.results import ExperimentResult
+from tune_selcopy.analysis.results import ExperimentResult, differing_keys
 from tune_selcopy.errors import UserError, one_line
 from tune_selcopy.trial_logs import write_atomically
 
@@ -99,7 +98,8 @@ def _shared_keys(res: ExperimentResult) -> str | None:
     """``qkv=QK attn=0,0,T``: the varied keys every setting shares (None for one setting)."""
     if len(res.settings) < 2:
         return None
-    fixed = [k for k in res.varied_keys if len({s.keys.get(k) for s in res.settings}) == 1]
+    differ = differing_keys(res.settings, res.varied_keys)
+    fixed = [k for k in res.varied_keys if k not in differ]
     return " ".join(f"{k}={res.settings[0].keys[k]}" for k in fixed) or None
 
 
@@ -130,7 +130,7 @@ def _interval_row(row, res: ExperimentResult) -> None:
     ax_mean, ax_iqm, ax_p = row
     ev, m = res.evidence, res.metric
     y = np.arange(len(res.settings))[::-1]  # the table's first row at the top
-    best = next(s for s in res.settings if ev.loc[s.label, "verdict"] == evidence.BEST)
+    best = res.best
     for i, (s, at) in enumerate(zip(res.settings, y)):
         r, color = ev.loc[s.label], f"C{i % 10}"
         seeds = s.final[m].to_numpy(dtype=float)
@@ -140,7 +140,7 @@ def _interval_row(row, res: ExperimentResult) -> None:
             ax.plot(seeds, np.full(seeds.size, at), "o", color="black", markersize=3, alpha=0.55, zorder=3)
         if s is best:
             ax_p.text(0.02, at, "(the best)", ha="left", va="center", fontsize="small", color="grey")
-        elif len(res.settings) > 1:
+        else:  # not the best: there are two settings at least
             _interval(ax_p, at, r["p_best_better"], r["p_better_low"], r["p_better_high"], color)
     low, high = ax_mean.get_xlim()
     ax_iqm.set_xlim(min(low, ax_iqm.get_xlim()[0]), max(high, ax_iqm.get_xlim()[1]))

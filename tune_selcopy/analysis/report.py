@@ -58,11 +58,28 @@ def report(
     """
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
+    results, checks, plots = gather(path, space=space, sort=sort, metric=metric, plot=plot, alpha=alpha,
+                                    reference=reference)
+    return render(results, checks, fmt, plots, detail)
+
+
+def gather(
+    path: str,
+    *,
+    space: str | None = None,
+    sort: str | None = None,
+    metric: str = DEFAULT_METRIC,
+    plot: str | None = None,
+    alpha: float = ALPHA,
+    reference: str | None = None,
+) -> tuple[list[ExperimentResult], list[ReferenceCheck] | None, list[str] | None]:
+    """What a report shows, before it is rendered: the results, the reproduction checks
+    (None without ``reference``) and the plots written (None without ``plot``)."""
     ref = read_reference(reference, metric) if reference else None  # a bad file fails before the logs are read
     results = read_results(path, space=space, sort=sort, metric=metric, alpha=alpha)
     checks = check_all(results, ref) if ref else None
     plots = save_plots(results, plot) if plot else None
-    return render(results, checks, fmt, plots, detail)
+    return results, checks, plots
 
 
 def render(results: list[ExperimentResult], checks: list[ReferenceCheck] | None, fmt: str,

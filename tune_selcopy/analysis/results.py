@@ -122,6 +122,16 @@ class ExperimentResult:
     def lower_is_better(self) -> bool:
         return self.metric not in HIGHER_IS_BETTER
 
+    @property
+    def best(self) -> Setting:
+        """The setting the verdicts compare the others with (``evidence.BEST``)."""
+        return next(s for s in self.settings if self.evidence.loc[s.label, "verdict"] == evidence.BEST)
+
+
+def differing_keys(settings: list[Setting], varied: list[str]) -> list[str]:
+    """The keys of ``varied`` (in its order) whose values differ between ``settings``."""
+    return [k for k in varied if len({s.keys.get(k) for s in settings}) > 1]
+
 
 def _varied_keys(df: pd.DataFrame) -> list[str]:
     keys: list[str] = []
@@ -168,7 +178,7 @@ def sort_settings(settings: list[Setting], column: str, descending: bool) -> lis
 
 
 def _names(settings: list[Setting], varied: list[str]) -> None:
-    vary = [k for k in varied if len({s.keys.get(k) for s in settings}) > 1] or varied
+    vary = differing_keys(settings, varied) or varied
     for s in settings:
         s.name = " ".join(f"{k}={s.keys[k]}" for k in vary if k in s.keys) or s.label
 
@@ -210,8 +220,7 @@ def _analyze_group(df: pd.DataFrame, metric: str, sort: str | None, alpha: float
     # column have none): it is neither finished nor still to come.
     ended_diverged = (df["diverged"].eq(True) if "diverged" in df.columns else pd.Series(False, index=df.index))
     ended_diverged = ended_diverged.groupby(df["trial_id"]).transform("any")
-    done = reached_end & ~ended_diverged
-    finished_rows, unfinished_rows = df[done], df[~done & ~ended_diverged]
+    finished_rows, unfinished_rows = df[reached_end & ~ended_diverged], df[~reached_end & ~ended_diverged]
     diverged_rows = df[ended_diverged]
     # every setting, finished or not, to name the unfinished ones the same way
     every: dict[str, Setting] = {}
