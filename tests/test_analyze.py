@@ -320,6 +320,16 @@ def test_the_finding_with_a_reproduction_check(tmp_path, published):
 # ---------------------------------------------------------------------------
 
 
+def test_too_few_seeds_for_many_settings_names_the_best_mean_by_the_metrics_direction(tmp_path):
+    """With throughput (higher is better) the best of settings that cannot be told apart
+    has the highest mean, and the finding says so."""
+    for act, rates in {"a": [1500.0, 1510], "b": [1200.0, 1210], "c": [900.0, 910]}.items():
+        for seed, r in enumerate(rates, start=1):
+            write_trial(tmp_path, "e", "s", ["attnact"], {"attnact": act}, seed, {"throughput": r}, num_validations=2)
+    assert _finding(tmp_path / "e", metric="throughput").startswith(
+        "attnact: too few seeds to tell any of the 3 settings apart with 2 seeds each (highest mean a, 1,505/s;")
+
+
 def test_clearly_separated_setting_is_different_after_holm(tmp_path):
     res = read_results(str(separated_fixture(tmp_path)))[0]
     ev = res.evidence

@@ -138,7 +138,7 @@ def _many_settings(result: ExperimentResult, keys: list[str]) -> str:
     if len(having(evidence.INCONCLUSIVE)) == len(others):
         pairs = ev.attrs["pairs"]
         return (f"{subject}: too few seeds to tell any of the {len(result.settings)} settings apart with "
-                f"{_seeds(result)} (lowest mean {b}, {_value(result, best)}; Holm over {pairs} pairs needs at least "
+                f"{_seeds(result)} ({'lowest' if result.lower_is_better else 'highest'} mean {b}, {_value(result, best)}; Holm over {pairs} pairs needs at least "
                 f"{stats.seeds_for_possible_rejection(pairs, alpha)} untied seeds per setting)")
     parts = []
     worse = having(evidence.DIFFERENT)
