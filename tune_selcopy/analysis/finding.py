@@ -8,7 +8,7 @@ import pandas as pd
 
 from tune_selcopy.analysis import evidence, stats
 from tune_selcopy.analysis.formats import fmt_sig, join_names, plural, unit
-from tune_selcopy.analysis.reproduction import ONLY_OURS, ONLY_REFERENCE, ReferenceCheck
+from tune_selcopy.analysis.reproduction import ONLY_REFERENCE, ReferenceCheck
 from tune_selcopy.analysis.results import ExperimentResult, Setting, differing_keys
 from tune_selcopy.analysis.sentences import identical_groups
 
@@ -163,7 +163,7 @@ def _reference_clause(result: ExperimentResult, check: ReferenceCheck) -> str:
     keys = differing_keys(result.settings, result.varied_keys)
     by_label = {s.label: s for s in result.settings}
     rows = check.rows
-    compared = rows[~rows["verdict"].isin([ONLY_OURS, ONLY_REFERENCE])]
+    compared = check.compared
     extra = int((rows["verdict"] == ONLY_REFERENCE).sum())
     tail = f" ({plural(extra, 'row')} of it not in this sweep)" if extra else ""
     verdicts = compared["verdict"].tolist()

@@ -29,6 +29,7 @@ import pandas as pd
 from tune_selcopy.analysis import evidence
 from tune_selcopy.analysis.formats import display_value, fmt_p, join_names, plural
 from tune_selcopy.analysis.results import EVIDENCE_METRICS, TABLE_COLUMNS, ExperimentResult, Setting
+from tune_selcopy.analysis.sentences import detectable_clause
 from tune_selcopy.errors import UserError, one_line
 
 ONLY_OURS = "only in ours"
@@ -180,6 +181,11 @@ class ReferenceCheck:
     tests: int  # the Holm family size
     sentences: list[str]
 
+    @property
+    def compared(self) -> pd.DataFrame:
+        """The rows of settings on both sides (tested against each other)."""
+        return self.rows[~self.rows["verdict"].isin([ONLY_OURS, ONLY_REFERENCE])]
+
 
 def _side(data: np.ndarray | evidence.Summary | None) -> list[float]:
     if data is None:
@@ -270,9 +276,7 @@ def _sentences(rows: pd.DataFrame, ref: Reference, alpha: float, tests: int) -> 
                  for r in having(evidence.DIFFERS)]
         out.append(f"Differs from the reference at alpha {alpha:g} ({family}): {join_names(items)}.")
     if having(evidence.CONSISTENT):
-        items = [f"{name(r)} (Holm p {fmt_p(r['holm'])}; " + (
-                 f"the difference these seeds would have found is {r['detectable_note']})" if r["detectable_note"] else
-                 f"a difference of {fmt_p(r['detectable'])} would have been found with {evidence.POWER:.0%} power)")
+        items = [f"{name(r)} (Holm p {fmt_p(r['holm'])}; {detectable_clause(r['detectable'], r['detectable_note'])})"
                  for r in having(evidence.CONSISTENT)]
         out.append(f"Consistent with the reference at alpha {alpha:g} ({family}): {join_names(items)}.")
     if having(evidence.INCONCLUSIVE):
@@ -300,7 +304,7 @@ def check_all(results: list[ExperimentResult], ref: Reference) -> list[Reference
         raise UserError(f"--reference {ref.source}: its key columns ({', '.join(ref.keys)}) are neither grid keys "
                         f"nor logged config values of any experiment with finished trials (grid keys: {found})")
     checks = [check(r, ref) for r in keyed]
-    common = [c for c in checks if (~c.rows["verdict"].isin([ONLY_OURS, ONLY_REFERENCE])).any()]
+    common = [c for c in checks if len(c.compared)]
     if not common:
         mine = checks[0].rows[checks[0].rows["verdict"] == ONLY_OURS]
         have = [" ".join(f"{k}={r[k]}" for k in ref.keys) for _, r in mine.head(3).iterrows()]

@@ -14,6 +14,13 @@ if TYPE_CHECKING:
     from tune_selcopy.analysis.results import ExperimentResult
 
 
+def detectable_clause(size: float, note: str) -> str:
+    """What an undecided pair's seeds could have found: ``a difference of 1.1 would have been
+    found with 80% power``, or why that is not computable (``note``)."""
+    if note:
+        return f"the difference these seeds would have found is {note}"
+    return f"a difference of {fmt_p(size)} would have been found with {evidence.POWER:.0%} power"
+
 def verdict_sentences(result: ExperimentResult) -> list[str]:
     """The sentences for one experiment, in reading order."""
     out = best_and_verdicts(result) if len(result.evidence) else []
@@ -52,10 +59,8 @@ def best_and_verdicts(result: ExperimentResult) -> list[str]:
     if diff:
         out.append(f"Different from {best} at alpha {alpha:g} ({family}): {join_names([holm_p(lab) + ')' for lab in diff])}.")
     if same:
-        items = [f"{holm_p(lab)}; the difference these seeds would have found is {ev.loc[lab, 'detectable_note']})"
-                 if ev.loc[lab, "detectable_note"] else
-                 f"{holm_p(lab)}; a difference of {fmt_p(ev.loc[lab, 'detectable'])} would have been found with "
-                 f"{evidence.POWER:.0%} power)" for lab in same]
+        items = [f"{holm_p(lab)}; {detectable_clause(ev.loc[lab, 'detectable'], ev.loc[lab, 'detectable_note'])})"
+                 for lab in same]
         out.append(f"Indistinguishable from {best} at alpha {alpha:g} ({family}): {join_names(items)}.")
     if few:
         items = [f"{names[lab]} ({nb} vs {int(ev.loc[lab, 'n'])} seeds: the smallest Holm p any split of their "
