@@ -271,7 +271,7 @@ def test_a_stack_of_ten_dispatches_far_fewer_ops_than_ten_trials():
     """What makes stacks the lever on a GPU, where an eager step costs host time per op,
     not per sample: a step of 10 seeds dispatches well under twice the ops of one seed's
     step (counted at torch's dispatcher, backward and AdamW included). Measured: 0,0,T QK
-    208 ops for one seed, 334 for ten; 0,0,8 QKV 321 and 554. Without the train metrics
+    208 ops for one seed, 332 for ten; 0,0,8 QKV 321 and 552. Without the train metrics
     (steps no validation reads) one seed's step is 179 ops, the plain step's count."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
